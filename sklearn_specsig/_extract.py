@@ -1,0 +1,242 @@
+"""Streaming extraction of a checkpoint's spectra, through the store.
+
+The only expensive step of the library.  Tensors are read one at a time
+(a background thread reads and hashes the next ones while the current one is
+decomposed), each matrix's spectrum is looked up in the store by a hash of its
+content before anything is solved, and every finished batch of spectra is
+committed at once, so an interrupted extraction keeps its work.
+"""
+
+import hashlib
+import queue
+import threading
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .architectures import resolve_architecture
+from .checkpoints import open_checkpoint
+from .errors import SpectralWarning
+from .spectral import resolve_device, spectra
+from .store import FORMAT_VERSION, _digest, resolve_store
+
+#: Tensors read ahead of the one being decomposed.
+_PREFETCH = 2
+#: Same-shape matrices solved in one batched call on a GPU.
+_CUDA_BATCH = 4
+
+
+def _tensor_digest(tensor):
+    """Content hash of a tensor: its dtype, shape and raw bytes."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{tensor.dtype}:{tuple(tensor.shape)}".encode())
+    # hashlib releases the GIL on large buffers, so this overlaps with the
+    # eigensolver running in the main thread.
+    h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _prefetched(iterator, depth=_PREFETCH):
+    """Yield ``(name, tensor, digest)`` from a reader thread running ahead."""
+    items = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for name, tensor in iterator:
+                item = (name, tensor, _tensor_digest(tensor))
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # re-raised in the consumer
+            items.put(exc)
+
+    thread = threading.Thread(target=produce, name="specsig-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _settings(precision):
+    return f"format={FORMAT_VERSION};precision={precision}"
+
+
+def _from_store(store, stat_key, settings):
+    """A complete stored extraction for unchanged files, or None."""
+    fingerprint = store.get_source(stat_key)
+    if fingerprint is None:
+        return None
+    model = store.get_model(fingerprint, settings)
+    if model is None:
+        return None
+    keys = [row[4] for row in model["entries"]]
+    found = store.get_spectra(keys)
+    if len(found) != len(set(keys)):
+        return None
+    return {
+        "architecture": model["architecture"],
+        "n_layers": model["n_layers"],
+        "fingerprint": fingerprint,
+        "entries": [row[:4] for row in model["entries"]],
+        "spectra": {row[0]: found[row[4]] for row in model["entries"]},
+    }
+
+
+def _part_label(plan, index):
+    if len(plan.parts) == 1:
+        return plan.name
+    role, _, expert = plan.parts[index]
+    return f"{plan.name}[{role if expert is None else f'{role}:{expert}'}]"
+
+
+class _Solver:
+    """Queue of matrices to decompose, flushed by shape into the store."""
+
+    def __init__(self, device, precision, store, progress_bar):
+        self.device = device
+        self.precision = precision
+        self.store = store
+        self.bar = progress_bar
+        self.batch = _CUDA_BATCH if device.type == "cuda" else 1
+        self.pending = defaultdict(list)
+        self.solved = {}
+
+    def add(self, key, label, matrix):
+        if not bool(torch.isfinite(matrix).all()):
+            warnings.warn(
+                f"{label} contains NaN or Inf weights; its metrics are NaN. "
+                "Check the checkpoint: it may be corrupted or badly converted.",
+                SpectralWarning,
+                stacklevel=4,
+            )
+            self._finish({key: np.full(min(matrix.shape), np.nan, dtype=np.float32)})
+            return
+        shape = tuple(matrix.shape)
+        self.pending[shape].append((key, matrix))
+        if len(self.pending[shape]) >= self.batch:
+            self._flush(shape)
+
+    def _flush(self, shape):
+        batch = self.pending.pop(shape, [])
+        if batch:
+            eigs = spectra(
+                [m for _, m in batch], device=self.device, precision=self.precision
+            )
+            self._finish({key: e.astype(np.float32) for (key, _), e in zip(batch, eigs)})
+
+    def _finish(self, solved):
+        if self.store is not None:
+            self.store.put_spectra(solved)
+        self.solved.update(solved)
+        self.bar.update(len(solved))
+
+    def close(self):
+        for shape in list(self.pending):
+            self._flush(shape)
+        return self.solved
+
+
+def extract_spectra(
+    source,
+    *,
+    device="auto",
+    cache="auto",
+    precision="float32",
+    revision=None,
+    scheme=None,
+    progress=True,
+):
+    """Spectra of every signature matrix of a checkpoint (see compute_signature).
+
+    Returns
+    -------
+    dict
+        ``architecture``, ``n_layers``, ``fingerprint``, ``entries`` (a list
+        of ``[label, role, layer, expert]``) and ``spectra`` (label to
+        float32 eigenvalues).
+    """
+    device = resolve_device(device)
+    store = resolve_store(cache)
+    settings = _settings(precision)
+    ckpt = open_checkpoint(source, revision=revision)
+    names = ckpt.tensor_names()
+    arch = resolve_architecture(
+        names, ckpt.config, {n: ckpt.tensor_shape(n) for n in names}, scheme=scheme
+    )
+    plan_key = _digest(
+        arch.name, *(f"{p.name}|{p.descriptor}" for p in arch.plans.values())
+    )
+    stat_key = None
+    if store is not None:
+        stat_key = store.stat_key(ckpt.file_stats(), extra=plan_key + settings)
+        cached = _from_store(store, stat_key, settings)
+        if cached is not None:
+            return cached
+
+    n_matrices = sum(len(p.parts) for p in arch.plans.values())
+    entries, keys, digests = [], {}, []
+    with tqdm(
+        total=n_matrices,
+        desc=f"spectra of {source}",
+        unit="matrix",
+        disable=None if progress else True,
+        leave=False,
+    ) as bar:
+        solver = _Solver(device, precision, store, bar)
+        for name, tensor, digest in _prefetched(ckpt.iter_tensors(list(arch.plans))):
+            plan = arch.plans[name]
+            digests.append(f"{name}|{plan.descriptor}|{digest}")
+            part_keys = [
+                _digest(digest, plan.descriptor, i, settings) for i in range(len(plan.parts))
+            ]
+            stored = store.get_spectra(part_keys) if store is not None else {}
+            bar.update(len(stored))
+            solver.solved.update(stored)
+            matrices = None
+            for i, (role, layer, expert) in enumerate(plan.parts):
+                label = _part_label(plan, i)
+                entries.append([label, role, layer, expert])
+                keys[label] = part_keys[i]
+                if part_keys[i] not in stored:
+                    if matrices is None:
+                        matrices = plan.split(tensor)
+                    solver.add(part_keys[i], label, matrices[i][3])
+            del tensor, matrices
+        solved = solver.close()
+
+    fingerprint = _digest(*sorted(digests))
+    if store is not None:
+        store.put_model(
+            fingerprint,
+            settings,
+            arch.name,
+            arch.n_layers,
+            [row + [keys[row[0]]] for row in entries],
+        )
+        store.put_source(stat_key, fingerprint)
+    return {
+        "architecture": arch.name,
+        "n_layers": arch.n_layers,
+        "fingerprint": fingerprint,
+        "entries": entries,
+        "spectra": {label: solved[key] for label, key in keys.items()},
+    }

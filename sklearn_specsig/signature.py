@@ -1,0 +1,338 @@
+"""The spectral signature of a model, and its flattened array layout.
+
+A :class:`Signature` holds the spectra of every matrix of a model and the
+(n_roles, n_layers) array of one metric of them (paper Sec. 4.1, the matrix
+Z).  Estimators see signatures flattened module-major: feature
+``j = role_index * n_layers + layer`` (DESIGN.md).
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .architectures import ROLES
+from .spectral import compute_metric
+
+__all__ = [
+    "Signature",
+    "compute_signature",
+    "feature_names",
+    "flatten",
+    "resample_depth",
+    "signature_values",
+    "unflatten",
+]
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    """Where one decomposed matrix sits in a signature."""
+
+    label: str
+    role: str
+    layer: int
+    expert: int | None = None
+
+
+def signature_values(entries, spectra, metric, n_layers, roles=ROLES):
+    """The (n_roles, n_layers) array of ``metric`` over a model's spectra.
+
+    Experts of one (role, layer) are averaged (paper Sec. 5.4), ignoring
+    experts whose metric is undefined; a (role, layer) with no matrix is NaN.
+
+    Parameters
+    ----------
+    entries : sequence of MatrixEntry
+    spectra : dict of str to ndarray
+        Eigenvalues by entry label.
+    metric : str or callable
+        See :func:`sklearn_specsig.spectral.compute_metric`.
+    n_layers : int
+    roles : sequence of str, default=ROLES
+
+    Returns
+    -------
+    ndarray of shape (len(roles), n_layers)
+    """
+    row_of = {role: i for i, role in enumerate(roles)}
+    sums = np.zeros((len(roles), n_layers))
+    counts = np.zeros((len(roles), n_layers))
+    for entry in entries:
+        value = compute_metric(metric, spectra[entry.label], name=entry.label)
+        if not math.isnan(value):
+            sums[row_of[entry.role], entry.layer] += value
+            counts[row_of[entry.role], entry.layer] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+@dataclass(frozen=True, eq=False)
+class Signature:
+    """The spectral signature of one model.
+
+    Attributes
+    ----------
+    values : ndarray of shape (7, n_layers)
+        The metric by module role (rows ``q, k, v, o, gate, up, down``) and
+        layer; NaN where the architecture has no such module.
+    roles : tuple of str
+    n_layers : int
+    architecture : str
+        The naming scheme that mapped the checkpoint.
+    metric : str
+    fingerprint : str
+        Content hash of the matrices the signature was computed from.
+    spectra : dict of str to ndarray
+        Eigenvalues (float32, ascending) of every matrix, by label.
+    entries : tuple of MatrixEntry
+        Role, layer and expert of every label in ``spectra``.
+    source : str or None
+        What the signature was computed from, as given.
+    """
+
+    values: np.ndarray
+    roles: tuple
+    n_layers: int
+    architecture: str
+    metric: str
+    fingerprint: str
+    spectra: dict = field(repr=False)
+    entries: tuple = field(repr=False)
+    source: str | None = None
+
+    def with_metric(self, metric):
+        """The same model under another metric, from the stored spectra.
+
+        Parameters
+        ----------
+        metric : str or callable
+
+        Returns
+        -------
+        Signature
+        """
+        values = signature_values(
+            self.entries, self.spectra, metric, self.n_layers, self.roles
+        )
+        name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
+        return Signature(
+            values=values,
+            roles=self.roles,
+            n_layers=self.n_layers,
+            architecture=self.architecture,
+            metric=name,
+            fingerprint=self.fingerprint,
+            spectra=self.spectra,
+            entries=self.entries,
+            source=self.source,
+        )
+
+    def flatten(self, n_layers=None):
+        """The 1-D feature vector of DESIGN.md, optionally depth-resampled.
+
+        Parameters
+        ----------
+        n_layers : int, optional
+            Resample every profile onto this many points of relative depth.
+
+        Returns
+        -------
+        ndarray of shape (7 * n_layers,)
+        """
+        values = self.values if n_layers is None else resample_depth(self.values, n_layers)
+        return flatten(values)
+
+    def __repr__(self):
+        return (
+            f"Signature(source={self.source!r}, architecture={self.architecture!r}, "
+            f"metric={self.metric!r}, n_layers={self.n_layers}, "
+            f"fingerprint={self.fingerprint[:12]!r})"
+        )
+
+
+def flatten(values):
+    """Flatten (n_modules, n_layers) signatures module-major.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_modules, n_layers) or (n_models, n_modules, n_layers)
+
+    Returns
+    -------
+    ndarray of shape (n_modules * n_layers,) or (n_models, n_modules * n_layers)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_specsig.signature import flatten, unflatten
+    >>> Z = np.arange(6.0).reshape(2, 3)
+    >>> flatten(Z)
+    array([0., 1., 2., 3., 4., 5.])
+    >>> unflatten(flatten(Z)[None], n_modules=2)[0].tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 2:
+        return values.reshape(-1)
+    if values.ndim == 3:
+        return values.reshape(values.shape[0], -1)
+    raise ValueError(f"expected a 2-D or 3-D array of signatures, got shape {values.shape}.")
+
+
+def unflatten(X, n_modules=len(ROLES)):
+    """Inverse of :func:`flatten` for a 2-D array of flattened signatures.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_models, n_modules * n_layers)
+    n_modules : int, default=7
+
+    Returns
+    -------
+    ndarray of shape (n_models, n_modules, n_layers)
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D array (n_models, n_features), got shape {X.shape}.")
+    if n_modules < 1 or X.shape[1] % n_modules:
+        raise ValueError(
+            f"{X.shape[1]} features do not split into n_modules={n_modules} "
+            "module rows of equal depth; pass the n_modules the signatures "
+            "were built with (7 for this library's layout)."
+        )
+    return X.reshape(X.shape[0], n_modules, X.shape[1] // n_modules)
+
+
+def feature_names(n_layers, roles=ROLES):
+    """Names ``"{role}_{layer:03d}"`` of the flattened features.
+
+    Returns
+    -------
+    ndarray of str of shape (len(roles) * n_layers,)
+    """
+    return np.asarray(
+        [f"{role}_{layer:03d}" for role in roles for layer in range(n_layers)],
+        dtype=object,
+    )
+
+
+def resample_depth(values, n_layers):
+    """Resample depth profiles onto ``n_layers`` points of relative depth.
+
+    Layer ``l`` of a model of depth ``L`` sits at relative depth
+    ``l / (L - 1)``; each row is linearly interpolated at
+    ``linspace(0, 1, n_layers)`` over its finite values.  A row with no
+    finite value stays NaN.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_modules, L)
+    n_layers : int
+
+    Returns
+    -------
+    ndarray of shape (n_modules, n_layers)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_specsig.signature import resample_depth
+    >>> resample_depth(np.array([[0.0, 2.0, 4.0]]), 5)
+    array([[0., 1., 2., 3., 4.]])
+    """
+    values = np.asarray(values, dtype=float)
+    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
+        raise ValueError(f"n_layers={n_layers!r} must be a positive int or None.")
+    depth = values.shape[1]
+    source = np.linspace(0.0, 1.0, depth) if depth > 1 else np.zeros(1)
+    target = np.linspace(0.0, 1.0, n_layers) if n_layers > 1 else np.full(1, 0.5)
+    out = np.full((values.shape[0], n_layers), np.nan)
+    for i, row in enumerate(values):
+        finite = np.isfinite(row)
+        if finite.sum() == 1:
+            out[i] = row[finite][0]
+        elif finite.any():
+            out[i] = np.interp(target, source[finite], row[finite])
+    return out
+
+
+def compute_signature(
+    source,
+    metric="alpha_hill",
+    *,
+    device="auto",
+    cache="auto",
+    precision="float32",
+    revision=None,
+    scheme=None,
+    progress=True,
+):
+    """Compute the spectral signature of a checkpoint.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A model directory (Hugging Face layout, safetensors or PyTorch
+        ``.bin``), a ``.safetensors`` or ``.gguf`` file, or a hub id
+        ``"org/name"`` resolved with huggingface_hub.
+    metric : str or callable, default="alpha_hill"
+        Metric of each spectrum; see
+        :data:`sklearn_specsig.spectral.METRICS`.  Every other metric is
+        available afterwards through :meth:`Signature.with_metric`.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where eigenvalues are computed; ``"auto"`` uses CUDA when present.
+    cache : "auto", None, path or SignatureStore, default="auto"
+        Where spectra are cached; see :func:`sklearn_specsig.store.resolve_store`.
+    precision : {"float32", "float64"}, default="float32"
+        Precision of the Gram matrix and the eigensolver.
+    revision : str, optional
+        Hub revision (branch, tag or commit) for a hub id.
+    scheme : str or NamingScheme, optional
+        Force a naming scheme instead of detecting it; see
+        :func:`sklearn_specsig.architectures.register_naming_scheme`.
+    progress : bool, default=True
+        Show a progress bar over matrices (only on a terminal).
+
+    Returns
+    -------
+    Signature
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_specsig import compute_signature
+    >>> from sklearn_specsig.datasets import make_model_zoo
+    >>> zoo = make_model_zoo(tempfile.mkdtemp(), n_families=1, n_derived=0,
+    ...                      n_layers=4, random_state=0)
+    >>> sig = compute_signature(zoo.paths[0], cache=None, progress=False)
+    >>> sig.values.shape
+    (7, 4)
+    >>> sig.with_metric("log_norm").metric
+    'log_norm'
+    """
+    from ._extract import extract_spectra
+
+    result = extract_spectra(
+        source,
+        device=device,
+        cache=cache,
+        precision=precision,
+        revision=revision,
+        scheme=scheme,
+        progress=progress,
+    )
+    entries = tuple(MatrixEntry(*row) for row in result["entries"])
+    values = signature_values(entries, result["spectra"], metric, result["n_layers"])
+    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
+    return Signature(
+        values=values,
+        roles=ROLES,
+        n_layers=result["n_layers"],
+        architecture=result["architecture"],
+        metric=name,
+        fingerprint=result["fingerprint"],
+        spectra=result["spectra"],
+        entries=entries,
+        source=str(source),
+    )

@@ -1,0 +1,352 @@
+"""The signature store: an embedded SQLite cache of spectra.
+
+Reading weights and solving eigenproblems is the only expensive step of the
+library, so its product, the spectrum of every matrix, is kept on disk:
+
+``spectra``
+    one row per decomposed matrix, keyed by a hash of the matrix's *content*
+    (the bytes of the tensor it comes from, how it was split, the precision
+    and the store's format version).  A re-saved copy of a model elsewhere, or
+    a fine-tune that froze some matrices, hits the cache for those matrices.
+``models``
+    one row per model fingerprint and extraction settings: the list of
+    matrices (label, module role, layer, expert, spectrum key) that make up
+    its signature.
+``sources``
+    a memo from the files' (path, size, mtime) to the fingerprint, so that
+    asking again for an unchanged checkpoint reads no weights at all.  A file
+    modified in place changes its size or mtime and misses.
+
+SQLite gives atomic transactions: a process killed mid-write leaves the
+previous state, and WAL mode lets several processes (joblib workers) read
+and write one file at once.
+"""
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StoreError, StoreVersionError
+
+__all__ = ["FORMAT_VERSION", "SignatureStore", "default_cache_dir", "resolve_store"]
+
+#: Bumped whenever the meaning of a stored key or value changes.
+FORMAT_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS spectra (
+    key TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    eigenvalues BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    fingerprint TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    n_layers INTEGER NOT NULL,
+    manifest TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (fingerprint, settings)
+);
+CREATE TABLE IF NOT EXISTS sources (
+    stat_key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def default_cache_dir():
+    """Directory of the default store (``cache="auto"``).
+
+    ``$SPECSIG_CACHE`` if set, else ``$XDG_CACHE_HOME/sklearn_specsig``, else
+    ``~/.cache/sklearn_specsig``.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if os.environ.get("SPECSIG_CACHE"):
+        return Path(os.environ["SPECSIG_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "sklearn_specsig"
+
+
+def _digest(*parts):
+    h = hashlib.blake2b(digest_size=20)
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+class SignatureStore:
+    """An SQLite file of spectra, shared by processes and sessions.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The database file; created (with its directory) on first use.  A
+        directory is taken to mean ``path / "signatures.sqlite"``.
+    timeout : float, default=60.0
+        Seconds a writer waits for another writer's lock before failing.
+
+    Notes
+    -----
+    The object holds only its path: each process (and thread) opens its own
+    connection on first use, so a store pickles into joblib workers.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from sklearn_specsig.store import SignatureStore
+    >>> store = SignatureStore(tempfile.mkdtemp())
+    >>> store.put_spectra({"abc": np.array([1.0, 2.0], dtype=np.float32)})
+    >>> store.get_spectra(["abc", "missing"])
+    {'abc': array([1., 2.], dtype=float32)}
+    """
+
+    def __init__(self, path, timeout=60.0):
+        path = Path(path).expanduser()
+        if path.is_dir() or path.suffix == "":
+            path = path / "signatures.sqlite"
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def __repr__(self):
+        return f"SignatureStore({str(self.path)!r})"
+
+    # Two stores on one file are the same cache (clone() copies parameters).
+    def __eq__(self, other):
+        return isinstance(other, SignatureStore) and other.path == self.path
+
+    def __hash__(self):
+        return hash(self.path)
+
+    def __getstate__(self):
+        return {"path": self.path, "timeout": self.timeout}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["timeout"])
+
+    # -- connection ---------------------------------------------------------
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)",
+                    (str(FORMAT_VERSION),),
+                )
+            (version,) = conn.execute(
+                "SELECT value FROM meta WHERE key = 'format_version'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"The signature store {self.path} cannot be read ({exc}). It is "
+                "only a cache: delete the file (or call .clear()) to rebuild it."
+            ) from exc
+        if int(version) > FORMAT_VERSION:
+            conn.close()
+            raise StoreVersionError(
+                f"The signature store {self.path} has format version {version}, "
+                f"newer than this library's {FORMAT_VERSION}. Upgrade "
+                "sklearn_specsig, or point cache= at another location."
+            )
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _execute(self, sql, params=(), *, write=False, many=False):
+        conn = self._connection()
+        try:
+            if write:
+                with conn:
+                    run = conn.executemany if many else conn.execute
+                    return run(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"The signature store {self.path} failed ({exc}). It is only a "
+                "cache: delete the file (or call .clear()) to rebuild it."
+            ) from exc
+
+    # -- spectra ------------------------------------------------------------
+
+    def get_spectra(self, keys):
+        """Stored spectra among ``keys``.
+
+        Parameters
+        ----------
+        keys : iterable of str
+
+        Returns
+        -------
+        dict of str to ndarray
+            The keys found, each with its float32 eigenvalues.
+        """
+        keys = list(keys)
+        found = {}
+        # SQLite caps the number of bound parameters per statement.
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._execute(
+                f"SELECT key, n, eigenvalues FROM spectra WHERE key IN ({marks})",
+                chunk,
+            )
+            for key, n, blob in rows:
+                eig = np.frombuffer(blob, dtype="<f4")
+                if eig.size != n:  # pragma: no cover - guarded by transactions
+                    continue
+                found[key] = eig.astype(np.float32)
+        return found
+
+    def put_spectra(self, spectra):
+        """Store spectra, in one transaction.
+
+        Parameters
+        ----------
+        spectra : dict of str to array-like
+            Spectrum key to eigenvalues (stored as little-endian float32).
+        """
+        now = time.time()
+        rows = [
+            (key, int(np.size(eig)), np.asarray(eig, dtype="<f4").tobytes(), now)
+            for key, eig in spectra.items()
+        ]
+        if rows:
+            self._execute(
+                "INSERT OR IGNORE INTO spectra VALUES (?, ?, ?, ?)",
+                rows,
+                write=True,
+                many=True,
+            )
+
+    # -- models ---------------------------------------------------------------
+
+    def get_model(self, fingerprint, settings):
+        """The manifest of a model, or None.
+
+        Returns
+        -------
+        dict or None
+            ``{"architecture", "n_layers", "entries"}`` where ``entries`` is a
+            list of ``[label, role, layer, expert, spectrum_key]``.
+        """
+        rows = self._execute(
+            "SELECT architecture, n_layers, manifest FROM models "
+            "WHERE fingerprint = ? AND settings = ?",
+            (fingerprint, settings),
+        )
+        if not rows:
+            return None
+        architecture, n_layers, manifest = rows[0]
+        return {
+            "architecture": architecture,
+            "n_layers": n_layers,
+            "entries": json.loads(manifest),
+        }
+
+    def put_model(self, fingerprint, settings, architecture, n_layers, entries):
+        """Record a model's manifest (its spectra must be stored first)."""
+        self._execute(
+            "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                fingerprint,
+                settings,
+                architecture,
+                int(n_layers),
+                json.dumps(entries),
+                time.time(),
+            ),
+            write=True,
+        )
+
+    # -- source memo ----------------------------------------------------------
+
+    @staticmethod
+    def stat_key(file_stats, extra=""):
+        """Key of a checkpoint's files as they are on disk now."""
+        return _digest(json.dumps(sorted(map(list, file_stats))), extra)
+
+    def get_source(self, stat_key):
+        """Fingerprint remembered for unchanged files, or None."""
+        rows = self._execute(
+            "SELECT fingerprint FROM sources WHERE stat_key = ?", (stat_key,)
+        )
+        return rows[0][0] if rows else None
+
+    def put_source(self, stat_key, fingerprint):
+        """Remember the fingerprint of files as they are on disk now."""
+        self._execute(
+            "INSERT OR REPLACE INTO sources VALUES (?, ?, ?)",
+            (stat_key, fingerprint, time.time()),
+            write=True,
+        )
+
+    # -- maintenance ------------------------------------------------------------
+
+    def stats(self):
+        """Counts of stored spectra, models and source memos.
+
+        Returns
+        -------
+        dict
+        """
+        return {
+            table: self._execute(f"SELECT COUNT(*) FROM {table}")[0][0]
+            for table in ("spectra", "models", "sources")
+        }
+
+    def clear(self):
+        """Delete the store file (and its WAL side files); it is rebuilt on use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+
+
+def resolve_store(cache):
+    """The store that a ``cache=`` parameter names.
+
+    Parameters
+    ----------
+    cache : "auto", None, str, os.PathLike or SignatureStore
+        ``"auto"``: the user cache directory (see :func:`default_cache_dir`);
+        None: no cache; a path: a store file (or directory) there.
+
+    Returns
+    -------
+    SignatureStore or None
+    """
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, SignatureStore):
+        return cache
+    if isinstance(cache, str) and cache == "auto":
+        return SignatureStore(default_cache_dir())
+    if isinstance(cache, (str, os.PathLike)):
+        return SignatureStore(cache)
+    raise TypeError(
+        f"cache={cache!r}: use 'auto', None, a path or a SignatureStore."
+    )
