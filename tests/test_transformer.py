@@ -1,0 +1,162 @@
+"""SpectralSignatureTransformer: the path-input transformer's API.
+
+scikit-learn's estimator checks feed numeric arrays, which this transformer
+does not take (its inputs are models), so the checks that apply are written
+out here, as scikit-learn does for its text vectorizers.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+
+from sklearn_specsig import SignatureStore, SpectralSignatureTransformer, compute_signature
+from sklearn_specsig.architectures import ROLES
+from sklearn_specsig.signature import resample_depth
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return SignatureStore(tmp_path_factory.mktemp("transformer-cache"))
+
+
+def test_fit_transform_is_the_flattened_signatures(small_zoo, store):
+    sig = SpectralSignatureTransformer(cache=store)
+    Z = sig.fit_transform(small_zoo.paths)
+    assert Z.shape == (len(small_zoo.paths), 7 * 6)
+    assert sig.n_layers_ == 6 and sig.n_features_out_ == 42
+    for i in (0, 5):
+        expected = compute_signature(small_zoo.paths[i], cache=None, progress=False).values
+        np.testing.assert_array_equal(Z[i], expected.reshape(-1))
+    names = sig.get_feature_names_out()
+    assert names[0] == "q_000" and names[6] == "k_000" and names[-1] == "down_005"
+    np.testing.assert_array_equal(sig.transform(small_zoo.paths[:2]), Z[:2])
+
+
+def test_pandas_output_is_indexed_by_model_id(small_zoo, store):
+    pytest.importorskip("pandas")
+    sig = SpectralSignatureTransformer(cache=store).set_output(transform="pandas")
+    df = sig.fit_transform(small_zoo.paths[:3])
+    assert list(df.index) == small_zoo.paths[:3]
+    assert df.index.name == "model"
+    assert list(df.columns[:2]) == ["q_000", "q_001"]
+    assert df.loc[small_zoo.paths[1], "o_003"] == SpectralSignatureTransformer(
+        cache=store
+    ).fit_transform(small_zoo.paths[:3])[1, ROLES.index("o") * 6 + 3]
+
+
+def test_metric_and_resampling(small_zoo, store):
+    sig = SpectralSignatureTransformer("log_norm", n_layers=11, cache=store)
+    Z = sig.fit_transform(small_zoo.paths[:2])
+    assert Z.shape == (2, 77)
+    native = compute_signature(small_zoo.paths[0], "log_norm", cache=store, progress=False)
+    np.testing.assert_allclose(Z[0], resample_depth(native.values, 11).reshape(-1))
+
+
+def test_depth_mismatch_names_n_layers(small_zoo, tmp_path, store):
+    from sklearn_specsig.datasets import make_model_zoo
+
+    deeper = make_model_zoo(tmp_path, n_families=1, n_derived=0, n_layers=9, random_state=3)
+    sig = SpectralSignatureTransformer(cache=store).fit(small_zoo.paths[:2])
+    with pytest.raises(ValueError, match="n_layers=<int>"):
+        sig.transform(deeper.paths)
+    with pytest.raises(ValueError, match="different depths"):
+        SpectralSignatureTransformer(cache=store).fit(small_zoo.paths[:1] + deeper.paths)
+    Z = SpectralSignatureTransformer(n_layers=8, cache=store).fit_transform(
+        small_zoo.paths[:1] + deeper.paths
+    )
+    assert Z.shape == (2, 56) and np.isfinite(Z).all()
+
+
+def test_signature_objects_are_accepted(small_zoo, store):
+    sig = compute_signature(small_zoo.paths[0], cache=store, progress=False)
+    Z = SpectralSignatureTransformer("stable_rank", cache=None).fit_transform([sig])
+    np.testing.assert_array_equal(Z[0], sig.with_metric("stable_rank").values.reshape(-1))
+
+
+def test_parallel_equals_serial(small_zoo, tmp_path):
+    paths = small_zoo.paths[:4]
+    serial = SpectralSignatureTransformer(cache=None).fit_transform(paths)
+    parallel = SpectralSignatureTransformer(cache=tmp_path, n_jobs=2).fit_transform(paths)
+    # joblib workers run single-threaded BLAS, whose float32 rounding differs
+    # from two threads' by a few ulps.
+    np.testing.assert_allclose(parallel, serial, rtol=1e-5)
+    assert SignatureStore(tmp_path).stats()["models"] == len(paths)
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        ("model_dir", "single str"),
+        ([], "empty"),
+        (np.zeros((2, 3)), "1-D list"),
+        ([3.0], "path, a hub id or a Signature"),
+        (5, "list of models"),
+    ],
+)
+def test_bad_inputs(X, match):
+    with pytest.raises(ValueError, match=match):
+        SpectralSignatureTransformer(cache=None).fit(X)
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="metric"):
+        SpectralSignatureTransformer("alpha").fit(["x"])
+    with pytest.raises(ValueError, match="n_layers"):
+        SpectralSignatureTransformer(n_layers=0).fit(["x"])
+    with pytest.raises(ValueError, match="on_error"):
+        SpectralSignatureTransformer(on_error="ignore").fit(["x"])
+
+
+def test_on_error_warn_keeps_the_others(small_zoo, tmp_path, store):
+    sig = SpectralSignatureTransformer(cache=store, on_error="warn")
+    with pytest.warns(UserWarning, match="missing-model"):
+        Z = sig.fit_transform([small_zoo.paths[0], str(tmp_path / "missing-model")])
+    assert np.isfinite(Z[0]).all() and np.isnan(Z[1]).all()
+    with pytest.raises(FileNotFoundError, match="missing-model"):
+        SpectralSignatureTransformer(cache=store).fit([str(tmp_path / "missing-model")])
+
+
+def test_sklearn_api_conventions(small_zoo, store):
+    est = SpectralSignatureTransformer("log_norm", n_layers=4, cache=store, n_jobs=1)
+    cloned = clone(est)
+    assert cloned.get_params() == est.get_params()
+    assert cloned.set_params(metric="alpha_hill").metric == "alpha_hill"
+    with pytest.raises(Exception, match="not fitted"):
+        est.transform(small_zoo.paths[:1])
+    est.fit(small_zoo.paths[:2])
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(
+        restored.transform(small_zoo.paths[:2]), est.transform(small_zoo.paths[:2])
+    )
+    tags = est.__sklearn_tags__()
+    assert tags.input_tags.string and not tags.input_tags.two_d_array
+
+
+def test_pipeline_cross_validation_and_grid_search(small_zoo, store):
+    # GPT-2 has no gate row (NaN), which KNeighborsClassifier refuses.
+    keep = ["gpt2" not in p for p in small_zoo.paths]
+    X, y = list(np.asarray(small_zoo.paths)[keep]), small_zoo.labels[keep]
+    pipe = make_pipeline(
+        SpectralSignatureTransformer(cache=store), KNeighborsClassifier(n_neighbors=1)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.mean() == 1.0  # derived models sit next to their family
+    grid = GridSearchCV(
+        pipe,
+        {"spectralsignaturetransformer__metric": ["alpha_hill", "log_norm"]},
+        cv=3,
+        n_jobs=2,
+    ).fit(X, y)
+    assert grid.best_score_ == 1.0
+    assert set(grid.cv_results_["param_spectralsignaturetransformer__metric"]) == {
+        "alpha_hill",
+        "log_norm",
+    }
