@@ -79,7 +79,8 @@ class Signature:
     roles : tuple of str
     n_layers : int
     architecture : str
-        The naming scheme that mapped the checkpoint.
+        The model type (``config.json``'s ``model_type``, GGUF's
+        ``general.architecture``), else the naming scheme that mapped it.
     metric : str
     fingerprint : str
         Content hash of the matrices the signature was computed from.
