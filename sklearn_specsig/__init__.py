@@ -18,6 +18,7 @@ _PUBLIC = {
     "SignatureStore": "store",
     "SpectralSignatureTransformer": "estimators",
     "LineageClassifier": "estimators",
+    "KNNPerformanceRegressor": "estimators",
     "SpearmanModuleKernel": "kernels",
     "align_depth": "kernels",
     "pairwise_similarity": "kernels",
