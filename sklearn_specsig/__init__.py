@@ -19,6 +19,7 @@ _PUBLIC = {
     "SpectralSignatureTransformer": "estimators",
     "LineageClassifier": "estimators",
     "KNNPerformanceRegressor": "estimators",
+    "SignatureClusterer": "estimators",
     "SpearmanModuleKernel": "kernels",
     "align_depth": "kernels",
     "pairwise_similarity": "kernels",
