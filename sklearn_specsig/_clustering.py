@@ -1,10 +1,17 @@
 """Signature-space distances and internal cluster-validity indices.
 
-Private helpers of :class:`~sklearn_specsig.SignatureClusterer`, written so
-that scorers can reuse them: every index here is computed from the
-signature-space distance matrix ``D = max(1 - S, 0)`` (``S`` a similarity
-kernel of :mod:`sklearn_specsig.kernels`), never from an embedding (paper
-Sec. 4.2 and appendix 7.3).
+The one implementation behind :class:`~sklearn_specsig.SignatureClusterer`
+and the public :func:`~sklearn_specsig.metrics.signature_distances`,
+:func:`~sklearn_specsig.metrics.signature_silhouette` and
+:func:`~sklearn_specsig.metrics.signature_davies_bouldin` (thin wrappers):
+every index here is computed from the signature-space distance matrix
+``D = max(1 - S, 0)`` (``S`` a similarity kernel of
+:mod:`sklearn_specsig.kernels`), never from an embedding (paper Sec. 4.2 and
+appendix 7.3).
+
+NaN policy: a pair of signatures with no comparable module row (NaN
+similarity) gets similarity 0, i.e. distance 1, with a ``UserWarning``
+(:func:`signature_similarity`).
 """
 
 import warnings
@@ -65,6 +72,9 @@ def signature_similarity(X, Y=None, *, metric="spearman", n_modules=7, kernel_pa
 def signature_distances(X, Y=None, *, metric="spearman", n_modules=7, kernel_params=None):
     """Signature-space distance ``max(1 - S, 0)`` of :func:`signature_similarity`.
 
+    A pair with no comparable module row (NaN similarity) is at distance 1,
+    with a ``UserWarning``, as :func:`signature_similarity` says.
+
     Parameters
     ----------
     X : array-like of shape (n_x, n_modules * n_layers)
@@ -101,21 +111,44 @@ def _relabel(labels):
     return out
 
 
-def _clustered(labels):
-    """Mask of the points in a cluster (HDBSCAN's noise label is -1)."""
+def _clustered(D, labels, noise_label, strict):
+    """``D`` and ``labels`` over the clustered points, or ``(None, None)``.
+
+    Points labelled ``noise_label`` (None: no noise) are left out.  An
+    internal index is defined for 2 to n - 1 clusters of the remaining n
+    points; otherwise ``(None, None)`` is returned, or with ``strict`` a
+    ``ValueError`` is raised.
+    """
+    D = np.asarray(D, dtype=np.float64)
     labels = np.asarray(labels)
-    return labels >= 0
+    if labels.shape != (D.shape[0],):
+        raise ValueError(f"labels has shape {labels.shape}, expected ({D.shape[0]},).")
+    if noise_label is not None:
+        keep = labels != noise_label
+        D, labels = D[np.ix_(keep, keep)], labels[keep]
+    n_labels = len(np.unique(labels))
+    if 2 <= n_labels <= len(labels) - 1:
+        return D, labels
+    if strict:
+        raise ValueError(f"Number of labels is {n_labels} on {len(labels)} clustered "
+                         "points; the index needs at least 2 clusters and at most "
+                         "n_samples - 1.")
+    return None, None
 
 
-def silhouette_precomputed(D, labels):
-    """Mean silhouette in the space of ``D``, noise (label -1) left out.
+def silhouette_precomputed(D, labels, *, noise_label=-1, strict=False):
+    """Mean silhouette in the space of ``D``, noise left out.
 
     Parameters
     ----------
     D : ndarray of shape (n_samples, n_samples)
         Signature-space distances, zero diagonal.
     labels : array-like of shape (n_samples,)
-        Cluster labels; -1 marks noise, excluded before scoring.
+        Cluster labels.
+    noise_label : scalar or None, default=-1
+        Label of noise points (HDBSCAN's -1), excluded before scoring.
+    strict : bool, default=False
+        Raise ``ValueError`` instead of returning NaN when undefined.
 
     Returns
     -------
@@ -124,16 +157,14 @@ def silhouette_precomputed(D, labels):
         metric="precomputed")`` over the clustered points ``m``; NaN when it
         is undefined (fewer than 2 clusters, or as many as points).
     """
-    labels = np.asarray(labels)
-    m = _clustered(labels)
-    n_labels = len(np.unique(labels[m]))
-    if not 2 <= n_labels <= m.sum() - 1:
+    D, labels = _clustered(D, labels, noise_label, strict)
+    if D is None:
         return float("nan")
-    return float(silhouette_score(D[np.ix_(m, m)], labels[m], metric="precomputed"))
+    return float(silhouette_score(D, labels, metric="precomputed"))
 
 
-def davies_bouldin_precomputed(D, labels):
-    """Davies-Bouldin index from a distance matrix, noise (-1) left out.
+def davies_bouldin_precomputed(D, labels, *, noise_label=-1, strict=False):
+    """Davies-Bouldin index from a distance matrix, noise left out.
 
     :func:`sklearn.metrics.davies_bouldin_score` needs coordinates: the
     dispersion ``S_i`` is the mean distance of cluster ``i``'s points to its
@@ -157,6 +188,10 @@ def davies_bouldin_precomputed(D, labels):
     ----------
     D : ndarray of shape (n_samples, n_samples)
     labels : array-like of shape (n_samples,)
+    noise_label : scalar or None, default=-1
+        Label of noise points, excluded before scoring.
+    strict : bool, default=False
+        Raise ``ValueError`` instead of returning NaN when undefined.
 
     Returns
     -------
@@ -164,12 +199,11 @@ def davies_bouldin_precomputed(D, labels):
         Lower is better; NaN when undefined (fewer than 2 clusters, or as
         many as points).  Coinciding centroids are handled as sklearn does.
     """
-    labels = np.asarray(labels)
-    m = _clustered(labels)
-    ks = np.unique(labels[m])
-    if not 2 <= len(ks) <= m.sum() - 1:
+    D, labels = _clustered(D, labels, noise_label, strict)
+    if D is None:
         return float("nan")
-    D2 = np.asarray(D, dtype=np.float64) ** 2
+    ks = np.unique(labels)
+    D2 = D ** 2
     members = [np.flatnonzero(labels == k) for k in ks]
     # Mean squared distance of every point to every cluster: (n, k).
     to_cluster = np.stack([D2[:, idx].mean(axis=1) for idx in members], axis=1)

@@ -33,8 +33,12 @@ Conventions, the same for every metric here:
   scorer returns the *negative* MAE, like ``"neg_mean_absolute_error"``.
 
 Clustering quality (paper Sec. 4.2) is measured in the original signature
-space, with the distance ``d = 1 - similarity`` of a signature kernel:
-:func:`signature_silhouette` and :func:`signature_davies_bouldin`.
+space, with the distance ``d = 1 - similarity`` of a signature kernel
+(:func:`signature_distances`): :func:`signature_silhouette` and
+:func:`signature_davies_bouldin`.  These are public wrappers over the
+implementation :class:`~sklearn_specsig.SignatureClusterer` uses, so they
+give its ``silhouette_`` and ``davies_bouldin_``.  A pair of signatures with
+no comparable module row (NaN similarity) is at distance 1, with a warning.
 
 Every scorer is built by :func:`sklearn.metrics.make_scorer` from a
 module-level function, so it pickles (``GridSearchCV(n_jobs=2)``).
@@ -45,9 +49,10 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.stats import kendalltau
-from sklearn.metrics import make_scorer, silhouette_score
+from sklearn.metrics import make_scorer
 
-from .kernels import pairwise_similarity
+from ._clustering import davies_bouldin_precomputed, silhouette_precomputed
+from ._clustering import signature_distances as _signature_distances
 
 __all__ = [
     "benchmark_scoring",
@@ -416,6 +421,9 @@ def benchmark_scoring(outputs, *, alpha=0.05, alternative="two-sided"):
 def signature_distances(Z, *, kernel="spearman", n_modules=7, **kernel_params):
     """Distance matrix ``1 - similarity`` between signatures, clipped at 0.
 
+    The distance :class:`~sklearn_specsig.SignatureClusterer` clusters with
+    (the same implementation).
+
     Parameters
     ----------
     Z : array-like of shape (n_samples, n_modules * n_layers)
@@ -432,39 +440,36 @@ def signature_distances(Z, *, kernel="spearman", n_modules=7, **kernel_params):
     D : ndarray of shape (n_samples, n_samples)
         Symmetric, zero diagonal, in [0, 2] for the named kernels.
 
-    Raises
-    ------
-    ValueError
-        If a pair has no comparable module row (NaN similarity).
+    Warns
+    -----
+    UserWarning
+        If a pair has no comparable module row (NaN similarity: e.g. rows
+        missing in one model where the other has them, or constant).  Such a
+        pair is given similarity 0, i.e. distance 1 ("no evidence either
+        way"), so the silhouette and clustering stay defined.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_specsig.metrics import signature_distances
+    >>> Z = np.array([[1.0, 2.0, 3.0, 4.0],
+    ...               [1.0, 2.0, 4.0, 3.0]])
+    >>> signature_distances(Z, n_modules=1)
+    array([[0. , 0.2],
+           [0.2, 0. ]])
     """
-    S = pairwise_similarity(Z, kernel=kernel, n_modules=n_modules, **kernel_params)
-    if np.isnan(S).any():
-        i, j = np.argwhere(np.isnan(S))[0]
-        raise ValueError(
-            f"signatures {i} and {j} share no comparable module row (similarity NaN); "
-            "their distance is undefined. Drop them or use a kernel that compares them."
-        )
-    D = np.maximum(1.0 - S, 0.0)
-    D = (D + D.T) / 2  # a callable kernel need not be exactly symmetric
-    np.fill_diagonal(D, 0.0)
-    return D
+    return _signature_distances(Z, metric=kernel, n_modules=n_modules,
+                                kernel_params=kernel_params)
 
 
-def _distances_and_labels(Z, labels, kernel, n_modules, noise_label, kernel_params):
-    labels = np.asarray(labels)
-    if kernel == "precomputed":
+def _distance_matrix(Z, kernel, n_modules, kernel_params):
+    if isinstance(kernel, str) and kernel == "precomputed":
         D = np.asarray(Z, dtype=np.float64)
         if D.ndim != 2 or D.shape[0] != D.shape[1]:
             raise ValueError(f"kernel='precomputed' needs a square distance matrix, "
                              f"got shape {D.shape}.")
-    else:
-        D = signature_distances(Z, kernel=kernel, n_modules=n_modules, **kernel_params)
-    if labels.shape != (D.shape[0],):
-        raise ValueError(f"labels has shape {labels.shape}, expected ({D.shape[0]},).")
-    if noise_label is not None:
-        keep = labels != noise_label
-        D, labels = D[np.ix_(keep, keep)], labels[keep]
-    return D, labels
+        return D
+    return signature_distances(Z, kernel=kernel, n_modules=n_modules, **kernel_params)
 
 
 def signature_silhouette(Z, labels, *, n_modules=7, kernel="spearman", noise_label=None,
@@ -473,7 +478,8 @@ def signature_silhouette(Z, labels, *, n_modules=7, kernel="spearman", noise_lab
 
     :func:`sklearn.metrics.silhouette_score` on the precomputed distances
     ``1 - similarity`` of :func:`signature_distances`, never on an embedding
-    (UMAP) used to find the clusters.
+    (UMAP) used to find the clusters; the score
+    :class:`~sklearn_specsig.SignatureClusterer` reports as ``silhouette_``.
 
     Parameters
     ----------
@@ -485,7 +491,8 @@ def signature_silhouette(Z, labels, *, n_modules=7, kernel="spearman", noise_lab
     n_modules : int, default=7
         Module rows of a signature.
     kernel : {"spearman", "rbf", "cosine", "precomputed"} or callable, default="spearman"
-        Similarity whose ``1 - S`` is the distance.
+        Similarity whose ``1 - S`` is the distance; incomparable pairs are
+        at distance 1, with a warning (see :func:`signature_distances`).
     noise_label : scalar, default=None
         Points with this label (e.g. HDBSCAN's ``-1``) are left out.
     **kernel_params
@@ -494,8 +501,12 @@ def signature_silhouette(Z, labels, *, n_modules=7, kernel="spearman", noise_lab
     Returns
     -------
     score : float
-        In [-1, 1], higher is better.  Needs 2 to n-1 clusters (scikit-learn
-        raises otherwise).
+        In [-1, 1], higher is better.
+
+    Raises
+    ------
+    ValueError
+        Unless there are 2 to n - 1 clusters among the n points scored.
 
     Examples
     --------
@@ -508,24 +519,23 @@ def signature_silhouette(Z, labels, *, n_modules=7, kernel="spearman", noise_lab
     >>> bool(signature_silhouette(Z, labels) > 0.8)
     True
     """
-    D, labels = _distances_and_labels(Z, labels, kernel, n_modules, noise_label,
-                                      kernel_params)
-    return float(silhouette_score(D, labels, metric="precomputed"))
+    D = _distance_matrix(Z, kernel, n_modules, kernel_params)
+    return silhouette_precomputed(D, labels, noise_label=noise_label, strict=True)
 
 
 def signature_davies_bouldin(Z, labels, *, n_modules=7, kernel="spearman", noise_label=None,
                              **kernel_params):
-    """Davies-Bouldin index of a clustering, in signature space, with medoids.
+    """Davies-Bouldin index of a clustering, in signature space.
 
     scikit-learn's :func:`~sklearn.metrics.davies_bouldin_score` needs
-    Euclidean centroids, which a rank-correlation space does not have; here
-    each cluster is represented by its *medoid* (the member of least total
-    distance to the others) under ``d = 1 - similarity``:
-    ``s_i`` is the mean distance of cluster ``i``'s members to its medoid,
-    ``M_ij`` the distance between medoids ``i`` and ``j``, and
-    ``DB = mean_i max_{j != i} (s_i + s_j) / M_ij``.  Lower is better; 0
-    is the ideal.  Two clusters with the same medoid signature (``M_ij =
-    0``) give ``inf``.
+    centroids, hence coordinates.  Here the point-to-centroid and
+    centroid-to-centroid distances are obtained from the pairwise distances
+    ``d = 1 - similarity`` alone (law of cosines), so for distances between
+    Euclidean points this *is* ``davies_bouldin_score`` of the points, and
+    for ``1 - S`` it is that index on the exact (pseudo-Euclidean)
+    classical-MDS embedding of the distances.  It is the value
+    :class:`~sklearn_specsig.SignatureClusterer` reports as
+    ``davies_bouldin_``.  Lower is better; 0 is the ideal.
 
     Parameters
     ----------
@@ -533,11 +543,12 @@ def signature_davies_bouldin(Z, labels, *, n_modules=7, kernel="spearman", noise
         Flattened signatures, or with ``kernel="precomputed"`` a square
         distance matrix.
     labels : array-like of shape (n_samples,)
-        Cluster of each signature (at least 2 clusters).
+        Cluster of each signature.
     n_modules : int, default=7
         Module rows of a signature.
     kernel : {"spearman", "rbf", "cosine", "precomputed"} or callable, default="spearman"
-        Similarity whose ``1 - S`` is the distance.
+        Similarity whose ``1 - S`` is the distance; incomparable pairs are
+        at distance 1, with a warning (see :func:`signature_distances`).
     noise_label : scalar, default=None
         Points with this label (e.g. HDBSCAN's ``-1``) are left out.
     **kernel_params
@@ -547,34 +558,21 @@ def signature_davies_bouldin(Z, labels, *, n_modules=7, kernel="spearman", noise
     -------
     score : float
 
+    Raises
+    ------
+    ValueError
+        Unless there are 2 to n - 1 clusters among the n points scored.
+
     Examples
     --------
     >>> import numpy as np
+    >>> from sklearn.metrics import davies_bouldin_score, pairwise_distances
     >>> from sklearn_specsig.metrics import signature_davies_bouldin
-    >>> D = np.array([[0.0, 0.1, 0.9, 1.0],
-    ...               [0.1, 0.0, 1.0, 0.9],
-    ...               [0.9, 1.0, 0.0, 0.2],
-    ...               [1.0, 0.9, 0.2, 0.0]])
-    >>> round(signature_davies_bouldin(D, [0, 0, 1, 1], kernel="precomputed"), 4)
-    0.1667
+    >>> P = np.array([[0.0], [1.0], [5.0], [7.0]])
+    >>> labels = [0, 0, 1, 1]
+    >>> db = signature_davies_bouldin(pairwise_distances(P), labels, kernel="precomputed")
+    >>> round(db, 4), round(float(davies_bouldin_score(P, labels)), 4)
+    (0.2727, 0.2727)
     """
-    D, labels = _distances_and_labels(Z, labels, kernel, n_modules, noise_label,
-                                      kernel_params)
-    clusters = np.unique(labels)
-    if clusters.size < 2:
-        raise ValueError(f"Number of labels is {clusters.size}; the Davies-Bouldin "
-                         "index needs at least 2 clusters.")
-    medoids, scatter = [], []
-    for c in clusters:
-        members = np.flatnonzero(labels == c)
-        within = D[np.ix_(members, members)]
-        m = members[np.argmin(within.sum(axis=1))]  # ties: first member
-        medoids.append(m)
-        scatter.append(D[members, m].mean())
-    scatter = np.asarray(scatter)
-    M = D[np.ix_(medoids, medoids)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        R = (scatter[:, None] + scatter[None, :]) / M
-    np.fill_diagonal(R, -np.inf)
-    R[np.isnan(R)] = np.inf  # two identical medoids: inseparable
-    return float(np.mean(R.max(axis=1)))
+    D = _distance_matrix(Z, kernel, n_modules, kernel_params)
+    return davies_bouldin_precomputed(D, labels, noise_label=noise_label, strict=True)

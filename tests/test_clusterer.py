@@ -29,6 +29,7 @@ from sklearn_specsig._clustering import (
 from sklearn_specsig.datasets import make_model_zoo
 from sklearn_specsig.estimators._clusterer import SignatureClusterer
 from sklearn_specsig.kernels import spearman_similarity
+from sklearn_specsig.metrics import signature_davies_bouldin, signature_silhouette
 
 METHODS = ["spectral", "hdbscan", "bgmm", "kmeans"]
 
@@ -161,6 +162,11 @@ def test_davies_bouldin_reported(zoo, fitted):
     cl = fitted["spectral"]
     np.testing.assert_allclose(cl.davies_bouldin_,
                                davies_bouldin_precomputed(zoo.D, cl.labels_), rtol=1e-10)
+    # The public metrics are the same implementation, on the raw signatures.
+    np.testing.assert_allclose(signature_davies_bouldin(zoo.Z, cl.labels_),
+                               cl.davies_bouldin_, rtol=1e-10)
+    np.testing.assert_allclose(signature_silhouette(zoo.Z, cl.labels_), cl.silhouette_,
+                               rtol=1e-10)
 
 
 def test_hdbscan_noise_is_excluded_and_reported(zoo):

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 from sklearn.dummy import DummyRegressor
-from sklearn.metrics import mean_absolute_error, silhouette_score
+from sklearn.metrics import (
+    davies_bouldin_score,
+    mean_absolute_error,
+    pairwise_distances,
+    silhouette_score,
+)
 from sklearn.model_selection import GridSearchCV, KFold, ShuffleSplit, cross_validate
 
 from sklearn_specsig import KNNPerformanceRegressor
@@ -204,24 +209,54 @@ def test_signature_silhouette_is_sklearn_on_one_minus_similarity(data):
     assert signature_silhouette(Z, labels, kernel="rbf") > 0.5
 
 
-def test_signature_davies_bouldin_by_hand_and_on_families(data):
+def test_signature_davies_bouldin_is_sklearn_on_euclidean_points(data):
     Z, _, labels = data
-    # Two clusters: medoids 0 and 2, scatters 0.05 and 0.1, medoid distance 0.9.
-    D = np.array([[0.0, 0.1, 0.9, 1.0],
-                  [0.1, 0.0, 1.0, 0.9],
-                  [0.9, 1.0, 0.0, 0.2],
-                  [1.0, 0.9, 0.2, 0.0]])
-    assert signature_davies_bouldin(D, [0, 0, 1, 1], kernel="precomputed") == \
-        pytest.approx(0.15 / 0.9)
+    # Independent reference: sklearn's centroid-based index on the points
+    # whose pairwise distances are passed as the precomputed matrix.
+    rng = np.random.default_rng(5)
+    P = rng.normal(size=(30, 4))
+    P_labels = rng.integers(0, 3, size=30)
+    D = pairwise_distances(P)
+    assert signature_davies_bouldin(D, P_labels, kernel="precomputed") == \
+        pytest.approx(davies_bouldin_score(P, P_labels), rel=1e-10)
+    # By hand: centroids 0.5 and 6, spreads 0.5 and 1: (0.5 + 1) / 5.5.
+    line = np.array([[0.0], [1.0], [5.0], [7.0]])
+    assert signature_davies_bouldin(pairwise_distances(line), [0, 0, 1, 1],
+                                    kernel="precomputed") == pytest.approx(1.5 / 5.5)
+    # Noise points are left out.
+    noisy = P_labels.copy()
+    noisy[:4] = -1
+    keep = noisy != -1
+    assert signature_davies_bouldin(D, noisy, kernel="precomputed", noise_label=-1) == \
+        pytest.approx(davies_bouldin_score(P[keep], noisy[keep]), rel=1e-10)
+    # On signatures: the families score well, a shuffled labelling badly.
     good = signature_davies_bouldin(Z, labels)
     bad = signature_davies_bouldin(Z, np.random.default_rng(0).permutation(labels))
     assert good < 0.3 < bad
+    assert signature_davies_bouldin(signature_distances(Z), labels, kernel="precomputed") == \
+        pytest.approx(good)
     with pytest.raises(ValueError, match="at least 2 clusters"):
         signature_davies_bouldin(Z, np.zeros(len(Z)))
+    with pytest.raises(ValueError, match="square distance matrix"):
+        signature_davies_bouldin(Z, labels, kernel="precomputed")
+    with pytest.raises(ValueError, match="labels has shape"):
+        signature_davies_bouldin(Z, labels[:-1])
 
 
-def test_signature_distances_refuse_incomparable_pairs():
+def test_signature_distances_put_incomparable_pairs_at_distance_one():
+    # Signatures 0 and 1 share module row 0 (same ranking); 2 has only row 1.
     Z = np.array([[1.0, 2.0, 3.0, np.nan, np.nan, np.nan],
+                  [1.0, 2.0, 4.0, np.nan, np.nan, np.nan],
                   [np.nan, np.nan, np.nan, 3.0, 1.0, 2.0]])
-    with pytest.raises(ValueError, match="no comparable module row"):
-        signature_silhouette(Z, [0, 1], n_modules=2)
+    expected = np.array([[0.0, 0.0, 1.0],
+                         [0.0, 0.0, 1.0],
+                         [1.0, 1.0, 0.0]])
+    with pytest.warns(UserWarning, match="no comparable module row.*similarity 0"):
+        D = signature_distances(Z, n_modules=2)
+    np.testing.assert_allclose(D, expected, atol=1e-12)
+    labels = [0, 0, 1]
+    with pytest.warns(UserWarning, match="no comparable module row"):
+        score = signature_silhouette(Z, labels, n_modules=2)
+    # Points 0, 1: a = 0, b = 1, s = 1; the singleton scores 0.
+    assert score == pytest.approx(2 / 3)
+    assert score == pytest.approx(silhouette_score(expected, labels, metric="precomputed"))
