@@ -125,17 +125,8 @@ class _Solver:
         self.solved = {}
 
     def add(self, key, label, matrix):
-        if not bool(torch.isfinite(matrix).all()):
-            warnings.warn(
-                f"{label} contains NaN or Inf weights; its metrics are NaN. "
-                "Check the checkpoint: it may be corrupted or badly converted.",
-                SpectralWarning,
-                stacklevel=4,
-            )
-            self._finish({key: np.full(min(matrix.shape), np.nan, dtype=np.float32)})
-            return
         shape = tuple(matrix.shape)
-        self.pending[shape].append((key, matrix))
+        self.pending[shape].append((key, label, matrix))
         if len(self.pending[shape]) >= self.batch:
             self._flush(shape)
 
@@ -143,9 +134,18 @@ class _Solver:
         batch = self.pending.pop(shape, [])
         if batch:
             eigs = spectra(
-                [m for _, m in batch], device=self.device, precision=self.precision
+                [m for _, _, m in batch], device=self.device, precision=self.precision
             )
-            self._finish({key: e.astype(np.float32) for (key, _), e in zip(batch, eigs)})
+            for (_, label, _), eig in zip(batch, eigs):
+                if np.isnan(eig).any():
+                    warnings.warn(
+                        f"{label} contains NaN or Inf weights; its metrics are "
+                        "NaN. Check the checkpoint: it may be corrupted or badly "
+                        "converted.",
+                        SpectralWarning,
+                        stacklevel=5,
+                    )
+            self._finish({key: e.astype(np.float32) for (key, _, _), e in zip(batch, eigs)})
 
     def _finish(self, solved):
         if self.store is not None:

@@ -110,6 +110,9 @@ def _cpu_spectra(matrices, dtype):
         # without a copy.  trans=1 gives w @ w.T, trans=0 gives w.T @ w.
         w_t = np.asarray(w.T, dtype=np_dtype)
         gram = syrk(1.0, w_t, trans=1 if w.shape[0] <= w.shape[1] else 0, lower=1)
+        if not np.isfinite(np.diagonal(gram)).all():
+            out.append(_non_finite(gram.shape[0], np_dtype))
+            continue
         eig = scipy.linalg.eigh(
             gram,
             eigvals_only=True,
@@ -129,8 +132,17 @@ def _torch_spectra(matrices, dtype, device):
         gram = stack @ stack.transpose(1, 2)
     else:
         gram = stack.transpose(1, 2) @ stack
-    eig = torch.linalg.eigvalsh(gram)
-    return list(eig.cpu().numpy())
+    finite = torch.isfinite(torch.diagonal(gram, dim1=1, dim2=2)).all(dim=1).cpu()
+    # A NaN or Inf weight makes its row's (or column's) diagonal entry of
+    # the Gram non-finite: solve only the finite matrices.
+    eig = torch.full(gram.shape[:2], float("nan"), dtype=dtype)
+    if bool(finite.any()):
+        eig[finite] = torch.linalg.eigvalsh(gram[finite.to(gram.device)]).cpu()
+    return list(eig.numpy())
+
+
+def _non_finite(n, np_dtype):
+    return np.full(n, np.nan, dtype=np_dtype)
 
 
 def spectra(matrices, *, device="cpu", precision="float32"):
@@ -150,7 +162,9 @@ def spectra(matrices, *, device="cpu", precision="float32"):
     -------
     list of ndarray
         One ascending float32 array (float64 with ``precision="float64"``)
-        of ``min(out, in)`` non-negative eigenvalues per matrix.
+        of ``min(out, in)`` non-negative eigenvalues per matrix; all NaN for
+        a matrix with a NaN or Inf weight (detected on the Gram's diagonal,
+        where every weight lands, at no extra pass over the weights).
     """
     dtype = _check_precision(precision)
     device = resolve_device(device)
@@ -164,6 +178,9 @@ def spectra(matrices, *, device="cpu", precision="float32"):
     out = []
     for i, eig in enumerate(eigs):
         eig = np.asarray(eig)
+        if np.isnan(eig).any():
+            out.append(eig)
+            continue
         if dtype == torch.float32 and _median_unresolved(eig, tensors[i].shape, np.float32):
             # The median eigenvalue, x_min of PL_Alpha_Hill, is below what a
             # float32 Gram resolves: solve this matrix again in float64 so

@@ -225,3 +225,14 @@ def test_cuda_spectra_match_reference(make):
         ref = reference_spectrum(w)
         np.testing.assert_allclose(lam, ref, rtol=0, atol=5e-6 * ref.max())
         assert alpha_hill(lam) == pytest.approx(_hill_by_hand(ref), rel=1e-4)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("shape", [(20, 30), (30, 20)])
+def test_non_finite_weights_give_a_nan_spectrum(bad, shape):
+    w = _gaussian(shape)
+    w[3, 7] = bad
+    good = _gaussian(shape, seed=1)
+    lam_bad, lam_good = spectra([w, good])
+    assert lam_bad.shape == (20,) and np.isnan(lam_bad).all()
+    np.testing.assert_array_equal(lam_good, spectrum(good))

@@ -4,8 +4,6 @@ import os
 import re
 from pathlib import Path
 
-from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from ..errors import CheckpointNotFoundError
 from ._base import select_weight_files
@@ -54,6 +52,8 @@ def _offline(local_files_only):
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; reading it again
     # honours a variable set later in the same process.
     env = os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+    from huggingface_hub import constants
+
     return env or bool(constants.HF_HUB_OFFLINE)
 
 
@@ -83,6 +83,10 @@ def resolve_repo_id(repo_id, *, revision=None, cache_dir=None, local_files_only=
         The repository or revision does not exist, or is not cached while
         offline, or holds no safetensors or PyTorch weights.
     """
+    # Imported here: a second of import time that local paths never need.
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
     offline = _offline(local_files_only)
     described = f"'{repo_id}'" + (
         "" if revision is None else f" at revision '{revision}'"

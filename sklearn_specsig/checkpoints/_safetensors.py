@@ -4,6 +4,7 @@ import json
 import math
 import struct
 
+import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointFormatError
@@ -35,7 +36,29 @@ _ITEMSIZE = {
 }
 
 
+# safetensors dtype names (little-endian on disk, as x86 and ARM are) that
+# torch can view a raw byte buffer as.
+_TORCH_DTYPES = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+
+
 def read_header(path):
+    """Tensor name to shape, in on-disk order; see :func:`read_layout`."""
+    _, layout = read_layout(path)
+    return {name: entry[1] for name, entry in layout.items()}
+
+
+def read_layout(path):
     """Read and validate the header of a safetensors file.
 
     The header is an 8-byte little-endian length followed by that many bytes
@@ -49,8 +72,11 @@ def read_header(path):
 
     Returns
     -------
-    shapes : dict of str to tuple of int
-        Tensor name to shape, in order of data offset (on-disk order).
+    data_start : int
+        Byte offset of the data section in the file.
+    layout : dict of str to tuple
+        Tensor name to ``(dtype, shape, begin, end)`` (offsets within the
+        data section), in order of data offset (on-disk order).
 
     Raises
     ------
@@ -88,9 +114,11 @@ def read_header(path):
         if name == "__metadata__":
             continue
         begin, end, shape = _check_entry(path, name, info, data_size)
-        entries.append((begin, end, name, shape))
+        entries.append((begin, end, name, info["dtype"], shape))
     entries.sort()
-    return {name: shape for _, _, name, shape in entries}
+    return 8 + header_size, {
+        name: (dtype, shape, begin, end) for begin, end, name, dtype, shape in entries
+    }
 
 
 def _check_entry(path, name, info, data_size):
@@ -156,8 +184,13 @@ class SafetensorsCheckpoint(Checkpoint):
         else:
             weight_map, files = None, [file]
         super().__init__(source, path, files, config, config_file)
-        # Per file, tensor name -> shape, both in on-disk order.
-        self._shapes = {f: read_header(f) for f in files}
+        # Per file: data offset, and tensor name -> (dtype, shape, begin,
+        # end), both in on-disk order.
+        self._layouts = {f: read_layout(f) for f in files}
+        self._shapes = {
+            f: {name: entry[1] for name, entry in layout.items()}
+            for f, (_, layout) in self._layouts.items()
+        }
         if weight_map is not None:
             self._check_weight_map(file, weight_map, shards)
 
@@ -184,9 +217,31 @@ class SafetensorsCheckpoint(Checkpoint):
             todo = [n for n in shapes if wanted is None or n in wanted]
             if not todo:
                 continue
+            data_start, layout = self._layouts[file]
+            # Plain reads into a fresh buffer, not safetensors' mmap: mapped
+            # pages of a 10 GB shard stay in the process's RSS (and count
+            # against container limits) until the file is closed, so peak
+            # memory would follow the shard size instead of the largest
+            # matrix.
+            with open(file, "rb", buffering=0) as handle:
+                for name in todo:
+                    yield name, self._read(file, handle, data_start, name, layout[name])
+
+    @staticmethod
+    def _read(file, handle, data_start, name, entry):
+        dtype, shape, begin, end = entry
+        torch_dtype = _TORCH_DTYPES.get(dtype)
+        if torch_dtype is None:  # exotic dtype: let safetensors decode it
             try:
                 with safe_open(str(file), framework="pt", device="cpu") as f:
-                    for name in todo:
-                        yield name, f.get_tensor(name)
+                    return f.get_tensor(name).clone()
             except SafetensorError as exc:
                 raise CheckpointFormatError(f"Cannot read '{file}': {exc}.") from exc
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        handle.seek(data_start + begin)
+        if handle.readinto(memoryview(buffer.numpy())) != end - begin:
+            raise CheckpointFormatError(
+                f"'{file}' ended while reading tensor {name!r}: the file was "
+                "truncated or modified while it was being read."
+            )
+        return buffer.view(torch_dtype).reshape(shape)
