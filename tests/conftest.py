@@ -20,6 +20,21 @@ def small_zoo(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def family_zoo(tmp_path_factory):
+    """Eight families, one base and three derived models each, eight
+    layers, signed once for the session (``.Z``) through ``.store``."""
+    from sklearn_specsig import SignatureStore, SpectralSignatureTransformer
+
+    root = tmp_path_factory.mktemp("family-zoo")
+    zoo = make_model_zoo(
+        root, n_families=8, n_derived=3, n_layers=8, hidden_size=32, random_state=0
+    )
+    zoo.store = SignatureStore(root / "store")
+    zoo.Z = SpectralSignatureTransformer(cache=zoo.store).fit_transform(zoo.paths)
+    return zoo
+
+
 @pytest.fixture(autouse=True)
 def _isolated_default_cache(tmp_path_factory, monkeypatch):
     """cache="auto" must never write to the user's real cache from a test."""

@@ -21,12 +21,10 @@ from sklearn.metrics import (
 )
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_specsig import SpectralSignatureTransformer
 from sklearn_specsig._clustering import (
     davies_bouldin_precomputed,
     silhouette_precomputed,
 )
-from sklearn_specsig.datasets import make_model_zoo
 from sklearn_specsig.estimators._clusterer import SignatureClusterer
 from sklearn_specsig.kernels import spearman_similarity
 from sklearn_specsig.metrics import signature_davies_bouldin, signature_silhouette
@@ -81,13 +79,9 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cluster-zoo")
-    zoo = make_model_zoo(root, n_families=8, n_derived=3, n_layers=8, hidden_size=32,
-                         random_state=0)
-    zoo.Z = SpectralSignatureTransformer(cache=None).fit_transform(zoo.paths)
-    zoo.D = 1.0 - spearman_similarity(zoo.Z)  # the signature-space distance
-    return zoo
+def zoo(family_zoo):
+    family_zoo.D = 1.0 - spearman_similarity(family_zoo.Z)  # the signature-space distance
+    return family_zoo
 
 
 @pytest.fixture(scope="module")

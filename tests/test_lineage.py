@@ -17,8 +17,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validat
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_specsig import SignatureStore, SpectralSignatureTransformer
-from sklearn_specsig.datasets import make_model_zoo
+from sklearn_specsig import SpectralSignatureTransformer
 from sklearn_specsig.estimators._lineage import LineageClassifier
 from sklearn_specsig.kernels import spearman_similarity
 from sklearn_specsig.provenance import null_similarities
@@ -59,13 +58,8 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lineage-zoo")
-    zoo = make_model_zoo(root, n_families=8, n_derived=3, n_layers=8, hidden_size=32,
-                         random_state=0)
-    zoo.store = SignatureStore(root / "store")
-    zoo.Z = SpectralSignatureTransformer(cache=zoo.store).fit_transform(zoo.paths)
-    return zoo
+def zoo(family_zoo):
+    return family_zoo
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
