@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .kernels import _ranked_rows, pairwise_similarity
+from .signature import check_n_modules
 
 __all__ = ["SignatureIndex"]
 
@@ -96,13 +97,6 @@ class SignatureIndex(BaseEstimator):
         self.kernel_params = kernel_params
         self.chunk_size = chunk_size
 
-    def _check_layout(self, X):
-        if X.shape[1] % self.n_modules:
-            raise ValueError(
-                f"X has {X.shape[1]} features, which do not split into "
-                f"n_modules={self.n_modules} module rows of equal depth; pass "
-                "the n_modules the signatures were built with."
-            )
 
     def fit(self, X, y=None):
         """Store the signatures (and, for Spearman, their normalised ranks).
@@ -120,7 +114,7 @@ class SignatureIndex(BaseEstimator):
         """
         self._validate_params()
         X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
-        self._check_layout(X)
+        check_n_modules(X.shape[1], self.n_modules)
         self.X_fit_ = X
         self.n_samples_fit_ = X.shape[0]
         self._params = dict(self.kernel_params or {})

@@ -16,6 +16,7 @@ from .spectral import compute_metric
 
 __all__ = [
     "Signature",
+    "check_n_modules",
     "compute_signature",
     "feature_names",
     "flatten",
@@ -196,13 +197,34 @@ def unflatten(X, n_modules=len(ROLES)):
     X = np.asarray(X, dtype=float)
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D array (n_models, n_features), got shape {X.shape}.")
-    if n_modules < 1 or X.shape[1] % n_modules:
-        raise ValueError(
-            f"{X.shape[1]} features do not split into n_modules={n_modules} "
-            "module rows of equal depth; pass the n_modules the signatures "
-            "were built with (7 for this library's layout)."
-        )
+    check_n_modules(X.shape[1], n_modules)
     return X.reshape(X.shape[0], n_modules, X.shape[1] // n_modules)
+
+
+def check_n_modules(n_features, n_modules):
+    """Raise a ValueError unless ``n_features`` splits into ``n_modules`` rows.
+
+    The one check of the flattened layout that every estimator runs at its
+    boundary.
+
+    Parameters
+    ----------
+    n_features : int
+    n_modules : int
+
+    Returns
+    -------
+    n_layers : int
+        ``n_features // n_modules``.
+    """
+    if n_modules < 1 or n_features % n_modules:
+        raise ValueError(
+            f"X has {n_features} features, which do not split into "
+            f"n_modules={n_modules} module rows of equal depth; pass the "
+            "n_modules the signatures were built with (7 for "
+            "SpectralSignatureTransformer output, 1 for a generic array)."
+        )
+    return n_features // n_modules
 
 
 def feature_names(n_layers, roles=ROLES):

@@ -52,12 +52,6 @@ _TORCH_DTYPES = {
 }
 
 
-def read_header(path):
-    """Tensor name to shape, in on-disk order; see :func:`read_layout`."""
-    _, layout = read_layout(path)
-    return {name: entry[1] for name, entry in layout.items()}
-
-
 def read_layout(path):
     """Read and validate the header of a safetensors file.
 

@@ -22,6 +22,7 @@ from .._clustering import (
     signature_similarity,
     silhouette_precomputed,
 )
+from ..signature import check_n_modules
 
 __all__ = ["SignatureClusterer"]
 
@@ -219,13 +220,7 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
 
     def _check_layout(self, X):
         n_features = X.shape[1]
-        if n_features % self.n_modules:
-            raise ValueError(
-                f"X has {n_features} features, which do not split into "
-                f"n_modules={self.n_modules} module rows of equal depth; pass "
-                "the n_modules the signatures were built with (7 for "
-                "SpectralSignatureTransformer output, 1 for a generic array)."
-            )
+        check_n_modules(n_features, self.n_modules)
         if self.metric == "spearman" and n_features // self.n_modules < 2:
             raise ValueError(
                 f"X has {n_features} feature(s), {n_features // self.n_modules} "

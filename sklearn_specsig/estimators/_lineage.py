@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..kernels import pairwise_similarity
 from ..provenance import empirical_pvalue, null_similarities
+from ..signature import check_n_modules
 
 __all__ = ["LineageClassifier"]
 
@@ -171,15 +172,6 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
 
     # -- validation -----------------------------------------------------
 
-    def _check_n_modules(self, X):
-        if X.shape[1] % self.n_modules:
-            raise ValueError(
-                f"X has {X.shape[1]} features, which do not split into "
-                f"n_modules={self.n_modules} module rows of equal depth; pass "
-                "the n_modules the signatures were built with (7 for "
-                "SpectralSignatureTransformer output, 1 for a generic array)."
-            )
-
     def _check_unknown_label(self):
         label = self.unknown_label
         if not _label_fits(label, self.classes_):
@@ -221,7 +213,7 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
                              y_numeric=False)
-        self._check_n_modules(X)
+        check_n_modules(X.shape[1], self.n_modules)
         check_classification_targets(y)
         self.classes_, self.reference_labels_ = np.unique(y, return_inverse=True)
         if self.threshold is not None:
@@ -257,7 +249,7 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
                           dtype=np.float64)
-        self._check_n_modules(X)
+        check_n_modules(X.shape[1], self.n_modules)
         S = np.asarray(self._kernel(X, self.references_), dtype=np.float64)
         # fmax ignores NaN: a family is NaN only if all its references are.
         return np.fmax.reduceat(S[:, self._order], self._starts, axis=1)
