@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .architectures import resolve_architecture
 from .checkpoints import open_checkpoint
-from .errors import SpectralWarning
+from .errors import CheckpointFormatError, SpectralWarning
 from .spectral import resolve_device, spectra
 from .store import FORMAT_VERSION, _digest, resolve_store
 
@@ -103,6 +103,17 @@ def _from_store(store, stat_key, settings):
         "entries": [row[:4] for row in model["entries"]],
         "spectra": {row[0]: found[row[4]] for row in model["entries"]},
     }
+
+
+def _check_floating(tensor, name, source):
+    if not tensor.is_floating_point():
+        raise CheckpointFormatError(
+            f"Tensor {name!r} of '{source}' is stored as {tensor.dtype}, not as "
+            "floating point: this looks like a quantized checkpoint "
+            "(bitsandbytes, GPTQ, AWQ ...), whose integer codes have no "
+            "meaningful spectrum. Sign the unquantized weights, or a GGUF file "
+            "(which is dequantized on reading)."
+        )
 
 
 def _part_label(plan, index):
@@ -208,6 +219,7 @@ def extract_spectra(
         solver = _Solver(device, precision, store, bar)
         for name, tensor, digest in _prefetched(ckpt.iter_tensors(list(arch.plans))):
             plan = arch.plans[name]
+            _check_floating(tensor, name, source)
             digests.append(f"{name}|{plan.descriptor}|{digest}")
             part_keys = [
                 _digest(digest, plan.descriptor, i, settings) for i in range(len(plan.parts))

@@ -16,6 +16,10 @@ class CheckpointNotFoundError(SpecsigError, FileNotFoundError):
     """A path, directory or hub id does not lead to any weight file."""
 
 
+class CheckpointAccessError(SpecsigError, PermissionError):
+    """A weight or config file exists but this process may not read it."""
+
+
 class CheckpointFormatError(SpecsigError, ValueError):
     """A weight file is truncated, corrupted, or in a format we cannot read."""
 

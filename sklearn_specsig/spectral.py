@@ -36,8 +36,8 @@ __all__ = [
     "reference_spectrum",
     "resolve_device",
     "spectra",
-    "spectrum",
     "spectral_norm",
+    "spectrum",
     "stable_rank",
 ]
 
@@ -174,6 +174,11 @@ def spectra(matrices, *, device="cpu", precision="float32"):
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"spectra() batches one shape at a time, got {sorted(shapes)}.")
+    if 0 in tensors[0].shape:
+        # An empty matrix has an empty spectrum; BLAS would reject the call
+        # (and some builds abort the process on it).
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        return [np.empty(0, dtype=np_dtype) for _ in tensors]
     eigs = _solve(tensors, dtype, device)
     out = []
     for i, eig in enumerate(eigs):

@@ -144,7 +144,13 @@ class SignatureStore:
         conn = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the folder of the signature store {self.path} "
+                f"({exc}). Point cache= at a writable location, or cache=None."
+            ) from exc
         try:
             conn = sqlite3.connect(self.path, timeout=self.timeout)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -315,6 +321,32 @@ class SignatureStore:
             table: self._execute(f"SELECT COUNT(*) FROM {table}")[0][0]
             for table in ("spectra", "models", "sources")
         }
+
+    def verify(self):
+        """Check the store file for damage with SQLite's integrity check.
+
+        A damaged store is only a lost cache: :meth:`clear` deletes it and
+        the next extraction rebuilds what it needs.
+
+        Raises
+        ------
+        StoreError
+            The file is damaged; the message lists what SQLite found.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from sklearn_specsig import SignatureStore
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     SignatureStore(folder).verify()
+        """
+        problems = [row[0] for row in self._execute("PRAGMA integrity_check")]
+        if problems != ["ok"]:
+            raise StoreError(
+                f"The signature store {self.path} is damaged: "
+                f"{'; '.join(problems[:5])}. It is only a cache: call .clear() "
+                "(or delete the file) to rebuild it."
+            )
 
     def clear(self):
         """Delete the store file (and its WAL side files); it is rebuilt on use."""

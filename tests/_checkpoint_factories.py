@@ -29,6 +29,34 @@ def make_tensors(dtype=torch.float32, seed=0):
     return {k: torch.randn(s, generator=gen).to(dtype) for k, s in shapes.items()}
 
 
+# A small Llama-named model for the bad-input tests.
+HIDDEN, INTER, N_LAYERS = 8, 16, 2
+
+
+def llama_tensors(seed=0, n_layers=N_LAYERS):
+    """A Llama-named state dict of random float32 matrices."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {"model.embed_tokens.weight": torch.randn(20, HIDDEN, generator=gen)}
+    for layer in range(n_layers):
+        prefix = f"model.layers.{layer}."
+        for role in "qkvo":
+            tensors[f"{prefix}self_attn.{role}_proj.weight"] = torch.randn(
+                HIDDEN, HIDDEN, generator=gen
+            )
+        tensors[f"{prefix}mlp.gate_proj.weight"] = torch.randn(INTER, HIDDEN, generator=gen)
+        tensors[f"{prefix}mlp.up_proj.weight"] = torch.randn(INTER, HIDDEN, generator=gen)
+        tensors[f"{prefix}mlp.down_proj.weight"] = torch.randn(HIDDEN, INTER, generator=gen)
+    return tensors
+
+
+def llama_dir(path, tensors=None, **config):
+    """A Hugging Face model directory holding ``tensors`` (default: llama_tensors)."""
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(llama_tensors() if tensors is None else tensors, path / "model.safetensors")
+    write_config(path, **{"num_hidden_layers": N_LAYERS, "hidden_size": HIDDEN, **config})
+    return path
+
+
 def _split(tensors, n_shards):
     names = list(tensors)
     return [names[i::n_shards] for i in range(n_shards)]

@@ -2,6 +2,7 @@
 
 import pytest
 
+import sklearn_specsig._extract as extract
 from sklearn_specsig.datasets import make_model_zoo
 
 
@@ -39,3 +40,17 @@ def family_zoo(tmp_path_factory):
 def _isolated_default_cache(tmp_path_factory, monkeypatch):
     """cache="auto" must never write to the user's real cache from a test."""
     monkeypatch.setenv("SPECSIG_CACHE", str(tmp_path_factory.getbasetemp() / "auto-cache"))
+
+
+@pytest.fixture
+def count_solves(monkeypatch):
+    """Count the matrices the engine actually decomposes."""
+    calls = []
+    real = extract.spectra
+
+    def counting(matrices, **kwargs):
+        calls.append(len(matrices))
+        return real(matrices, **kwargs)
+
+    monkeypatch.setattr(extract, "spectra", counting)
+    return lambda: sum(calls)

@@ -17,20 +17,6 @@ from sklearn_specsig.errors import CheckpointNotFoundError, SpectralWarning
 from sklearn_specsig.spectral import alpha_hill, reference_spectrum
 
 
-@pytest.fixture
-def count_solves(monkeypatch):
-    """Count the matrices the engine actually decomposes."""
-    calls = []
-    real = extract.spectra
-
-    def counting(matrices, **kwargs):
-        calls.append(len(matrices))
-        return real(matrices, **kwargs)
-
-    monkeypatch.setattr(extract, "spectra", counting)
-    return lambda: sum(calls)
-
-
 def _rewrite(src, dst, edit):
     """Copy a checkpoint directory, passing its tensors through ``edit``."""
     dst.mkdir()

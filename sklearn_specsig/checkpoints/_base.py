@@ -142,15 +142,54 @@ class Checkpoint(ABC):
         return KeyError(f"No tensor named {name!r} in checkpoint '{self.path}'.")
 
 
+def parse_json_object(raw, path, what, error=CheckpointFormatError):
+    """Parse bytes of JSON that must be an object, from a file we do not trust.
+
+    Besides syntax errors and non-UTF-8 bytes, a hostile file can nest
+    arrays a million deep (``RecursionError`` in the parser) or write an
+    integer of a million digits (``ValueError`` from Python's int-size
+    guard); all of these become ``error`` naming the file.
+
+    Parameters
+    ----------
+    raw : bytes
+    path : path-like
+        The file the bytes came from, for the message.
+    what : str
+        What the bytes are (``"header"``, ``"JSON"``), for the message.
+    error : type, default=CheckpointFormatError
+
+    Returns
+    -------
+    dict
+    """
+    try:
+        content = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors.
+        raise error(f"'{path}' has a corrupted {what}: {str(exc)[:200]}.") from exc
+    if not isinstance(content, dict):
+        raise error(
+            f"'{path}' has a corrupted {what}: expected a JSON object, got "
+            f"{type(content).__name__}."
+        )
+    return content
+
+
+# config.json and shard indexes of the largest models are a few MB; a file
+# far larger is not one, and is refused before it is read into memory.
+_MAX_JSON_BYTES = 100_000_000
+
+
 def read_json(path, error=CheckpointFormatError):
     """Parse a JSON object from ``path``, raising ``error`` naming the file."""
-    try:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"'{path}' is not valid JSON ({exc}).") from exc
-    if not isinstance(content, dict):
-        raise error(f"'{path}' must hold a JSON object, got {type(content).__name__}.")
-    return content
+    size = Path(path).stat().st_size
+    if size > _MAX_JSON_BYTES:
+        raise error(
+            f"'{path}' is {size} bytes long, too large for a config or index "
+            "file; it is not one."
+        )
+    return parse_json_object(Path(path).read_bytes(), path, "JSON", error)
 
 
 def read_config(directory):
@@ -168,7 +207,7 @@ def read_config(directory):
     return read_json(config_file, error=ConfigError), config_file
 
 
-def select_weight_files(names):
+def select_weight_files(names, folder="the folder"):
     """Pick the weight files of a model among the files of one folder.
 
     The same rule serves local directories and hub repositories, so a hub
@@ -178,6 +217,8 @@ def select_weight_files(names):
     ----------
     names : iterable of str
         File names at the top level of the folder.
+    folder : str or path-like, default="the folder"
+        The folder, named in error messages.
 
     Returns
     -------
@@ -196,7 +237,8 @@ def select_weight_files(names):
         return "safetensors", safetensors[0]
     if len(safetensors) > 1:
         raise CheckpointFormatError(
-            f"Found {len(safetensors)} .safetensors files ({safetensors[:4]}) but "
+            f"Found {len(safetensors)} .safetensors files in '{folder}' "
+            f"({safetensors[:4]}) but "
             f"no {SAFETENSORS_INDEX_NAME} saying which belong to the model; "
             "pass the path of one file."
         )
@@ -209,7 +251,7 @@ def select_weight_files(names):
         return "gguf", ggufs[0]
     if len(ggufs) > 1:
         raise CheckpointFormatError(
-            f"Found {len(ggufs)} .gguf files ({ggufs[:4]}); pass the path of "
+            f"Found {len(ggufs)} .gguf files in '{folder}' ({ggufs[:4]}); pass the path of "
             "the one to read."
         )
     return None, None

@@ -4,7 +4,6 @@ import os
 import re
 from pathlib import Path
 
-
 from ..errors import CheckpointNotFoundError
 from ._base import select_weight_files
 

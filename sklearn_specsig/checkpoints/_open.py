@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointAccessError, CheckpointNotFoundError, SpecsigError
 from ._base import EXPECTED_FILES, read_config, select_weight_files
 from ._gguf import GGUFCheckpoint
 from ._hub import looks_like_repo_id, resolve_repo_id
@@ -51,6 +51,8 @@ def open_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=N
         Nothing at ``source`` (or in the hub cache) holds weights.
     CheckpointFormatError
         A weight file is truncated or corrupted.
+    CheckpointAccessError
+        A file exists but cannot be read (permissions).
     UnsafeCheckpointError
         A ``.bin`` file pickles more than tensors, or a shard index points
         outside the model directory.
@@ -70,6 +72,19 @@ def open_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=N
     safetensors ['w'] (3, 2)
     """
     given = os.fspath(source)
+    try:
+        return _open(source, given, revision, cache_dir, local_files_only)
+    except PermissionError as exc:
+        if isinstance(exc, SpecsigError):
+            raise
+        raise CheckpointAccessError(
+            f"Cannot open checkpoint '{given}': permission denied on "
+            f"'{exc.filename}'. Make the files readable by this user (or copy "
+            "them somewhere that is)."
+        ) from exc
+
+
+def _open(source, given, revision, cache_dir, local_files_only):
     path = Path(given).expanduser()
     if path.is_file():
         return _open_file(given, path)
@@ -107,7 +122,9 @@ def _open_file(source, file):
 
 
 def _open_directory(source, directory):
-    fmt, name = select_weight_files(p.name for p in directory.iterdir() if p.is_file())
+    fmt, name = select_weight_files(
+        (p.name for p in directory.iterdir() if p.is_file()), directory
+    )
     if fmt is None:
         raise CheckpointNotFoundError(
             f"No weight files in directory '{directory}': expected {EXPECTED_FILES}."

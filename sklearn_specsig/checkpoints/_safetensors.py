@@ -1,6 +1,5 @@
 """Reader for safetensors checkpoints, single file or sharded with an index."""
 
-import json
 import math
 import struct
 
@@ -8,7 +7,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointFormatError
-from ._base import Checkpoint, read_shard_index
+from ._base import Checkpoint, parse_json_object, read_shard_index
 
 # The safetensors library refuses headers above 100 MB; so do we, before
 # reading one, since a corrupted length field could otherwise ask for GBs.
@@ -93,14 +92,7 @@ def read_layout(path):
                 f"is {file_size} bytes long: truncated or not a safetensors file."
             )
         raw = f.read(header_size)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(f"'{path}' has a corrupted header: {exc}.") from exc
-    if not isinstance(header, dict):
-        raise CheckpointFormatError(
-            f"'{path}' has a corrupted header: not a JSON object."
-        )
+    header = parse_json_object(raw, path, "header")
 
     data_size = file_size - 8 - header_size
     entries = []
@@ -115,6 +107,11 @@ def read_layout(path):
     }
 
 
+def _is_count(value):
+    # JSON true/false parse to bools, which are ints to Python.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_entry(path, name, info, data_size):
     """Validate one tensor entry of a header; return (begin, end, shape)."""
     try:
@@ -123,10 +120,10 @@ def _check_entry(path, name, info, data_size):
         begin, end = info["data_offsets"]
         valid = (
             isinstance(dtype, str)
-            and all(isinstance(d, int) and d >= 0 for d in shape)
-            and isinstance(begin, int)
-            and isinstance(end, int)
-            and 0 <= begin <= end
+            and all(_is_count(d) for d in shape)
+            and _is_count(begin)
+            and _is_count(end)
+            and begin <= end
         )
     except (KeyError, TypeError, ValueError):
         valid = False

@@ -1,0 +1,187 @@
+"""Part 3 of the bad-input contract: the store under faults.
+
+A writer killed with SIGKILL leaves whole transactions only, concurrent
+writers lose nothing, an extraction killed half-way keeps its finished
+spectra for the rerun, a newer format is refused, and a damaged or foreign
+file is detected with a message saying how to rebuild it.
+"""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from _checkpoint_factories import llama_dir, llama_tensors
+from joblib import Parallel, delayed
+
+from sklearn_specsig import compute_signature
+from sklearn_specsig.errors import StoreError, StoreVersionError
+from sklearn_specsig.store import FORMAT_VERSION, SignatureStore
+
+
+def _write_block(path, worker, n):
+    store = SignatureStore(path)
+    for i in range(n):
+        store.put_spectra({f"{worker}-{i}": np.full(50, worker, dtype=np.float32)})
+    return n
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    counts = Parallel(n_jobs=4, backend="loky")(
+        delayed(_write_block)(tmp_path, w, 40) for w in range(4)
+    )
+    assert counts == [40] * 4
+    got = SignatureStore(tmp_path).get_spectra(f"{w}-{i}" for w in range(4) for i in range(40))
+    assert len(got) == 160
+    assert all(np.all(v == int(k.split("-")[0])) for k, v in got.items())
+
+
+def test_sigkill_mid_write_leaves_a_readable_store(tmp_path):
+    # A child writes large entries in a loop; we SIGKILL it while it writes,
+    # then check every stored entry is whole.
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, sys
+        from sklearn_specsig.store import SignatureStore
+        store = SignatureStore({str(tmp_path)!r})
+        i = 0
+        while True:
+            store.put_spectra({{f"k{{i}}-{{j}}": np.full(20000, i, dtype=np.float32) for j in range(5)}})
+            i += 1
+            if i == 3:
+                print("writing", flush=True)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert child.stdout.readline().strip() == b"writing"
+    time.sleep(0.3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    store = SignatureStore(tmp_path)
+    rows = sqlite3.connect(store.path).execute("SELECT key, n, length(eigenvalues) FROM spectra").fetchall()
+    assert len(rows) >= 15
+    assert all(n == 20000 and size == 80000 for _, n, size in rows)
+    # Each transaction wrote 5 entries: never a partial transaction.
+    batches = {key.split("-")[0] for key, _, _ in rows}
+    assert len(rows) == 5 * len(batches)
+    got = store.get_spectra(key for key, _, _ in rows)
+    assert all(np.all(v == float(k[1:].split("-")[0])) for k, v in got.items())
+
+
+def test_newer_format_is_refused(tmp_path):
+    store = SignatureStore(tmp_path)
+    store.put_spectra({"a": np.ones(1, dtype=np.float32)})
+    con = sqlite3.connect(store.path)
+    with con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION + 1),))
+    con.close()
+    with pytest.raises(StoreVersionError, match="newer than this library"):
+        SignatureStore(tmp_path).get_spectra(["a"])
+
+
+def test_corrupted_store_is_detected_and_rebuilt(tmp_path):
+    path = tmp_path / "signatures.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SignatureStore(tmp_path)
+    with pytest.raises(StoreError, match="delete the file"):
+        store.get_spectra(["a"])
+    store.clear()
+    store.put_spectra({"a": np.ones(1, dtype=np.float32)})
+    assert list(store.get_spectra(["a"])) == ["a"]
+
+
+def test_sigkill_mid_extraction_keeps_finished_spectra_for_the_rerun(tmp_path, count_solves):
+    n_layers = 8
+    model = llama_dir(
+        tmp_path / "model", llama_tensors(seed=3, n_layers=n_layers), num_hidden_layers=n_layers
+    )
+    n_matrices = 7 * n_layers
+    store_dir = tmp_path / "store"
+    # The child signs the model with each solve slowed down, so that the
+    # kill lands in the middle of the extraction.
+    script = textwrap.dedent(
+        f"""
+        import time
+        import sklearn_specsig._extract as extract
+        from sklearn_specsig import compute_signature
+        real = extract.spectra
+        def slow(matrices, **kwargs):
+            time.sleep(0.1)
+            return real(matrices, **kwargs)
+        extract.spectra = slow
+        compute_signature({str(model)!r}, cache={str(store_dir)!r}, progress=False)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    store = SignatureStore(store_dir)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if store_dir.joinpath("signatures.sqlite").exists() and store.stats()["spectra"] >= 10:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    store = SignatureStore(store_dir)
+    store.verify()
+    kept = store.stats()
+    assert kept["models"] == 0
+    assert 10 <= kept["spectra"] < n_matrices
+    rows = sqlite3.connect(store.path).execute("SELECT n, length(eigenvalues) FROM spectra").fetchall()
+    assert all(size == 4 * n and n == 8 for n, size in rows)
+
+    n_before = count_solves()
+    sig = compute_signature(model, cache=store, progress=False)
+    assert count_solves() - n_before == n_matrices - kept["spectra"]
+    expected = compute_signature(model, cache=None, progress=False)
+    np.testing.assert_array_equal(sig.values, expected.values)
+
+
+def test_damage_inside_a_populated_store_is_detected_and_rebuilt(tmp_path):
+    model = llama_dir(tmp_path / "model")
+    store = SignatureStore(tmp_path / "store")
+    expected = compute_signature(model, cache=store, progress=False)
+    store.put_spectra({f"filler-{i}": np.full(2000, i, dtype=np.float32) for i in range(200)})
+    store.verify()
+    del store  # closes this thread's connection on garbage collection
+    path = tmp_path / "store" / "signatures.sqlite"
+    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    for start in range(2 * page, len(raw) - page, 7 * page):
+        raw[start : start + 64] = b"\xa5" * 64  # smash b-tree page headers
+    path.write_bytes(bytes(raw))
+
+    store = SignatureStore(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"damaged|malformed") as info:
+        store.verify()
+        compute_signature(model, cache=store, progress=False)
+    assert "clear()" in str(info.value)
+    store.clear()
+    store.verify()
+    rebuilt = compute_signature(model, cache=store, progress=False)
+    np.testing.assert_array_equal(rebuilt.values, expected.values)
+    assert store.stats()["models"] == 1
+
+
+def test_foreign_database_at_the_store_path(tmp_path):
+    path = tmp_path / "signatures.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE spectra (id INTEGER, note TEXT)")
+    store = SignatureStore(tmp_path)
+    with pytest.raises(StoreError, match="delete the file"):
+        store.put_spectra({"a": np.ones(3, dtype=np.float32)})
+
+
+def test_store_folder_that_cannot_exist(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    store = SignatureStore(tmp_path / "a-file" / "store")
+    with pytest.raises(StoreError, match="writable location"):
+        store.get_spectra(["a"])
