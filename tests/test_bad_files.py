@@ -341,6 +341,13 @@ for _content, _label, _fragment in [
     bad(CheckpointFormatError, _fragment)(_index_with_content(_content, _label))
 
 
+@bad(CheckpointFormatError, "not a valid file name")
+def _index_shard_name_too_long_for_the_filesystem(tmp):
+    # Found by benchmarks/fuzz_readers.py: os.stat raised ENAMETOOLONG.
+    index = write_index(tmp / "model.safetensors.index.json", {"w": "x" * 300 + ".safetensors"})
+    return tmp, index
+
+
 # -- PyTorch .bin ------------------------------------------------------------------
 
 
@@ -468,6 +475,16 @@ for _label, _patch, _fragment in [
 @bad(CheckpointFormatError, "big-endian")
 def _gguf_big_endian(tmp):
     file = _gguf_file(tmp, gguf.GGUFEndian.BIG)
+    return file, file
+
+
+@bad(CheckpointFormatError, "UnicodeDecodeError")
+def _gguf_architecture_name_not_utf8(tmp):
+    # Found by benchmarks/fuzz_readers.py: the metadata string decoder raised.
+    file = _gguf_file(tmp)
+    raw = file.read_bytes()
+    at = raw.index(b"llama")
+    file.write_bytes(raw[:at] + b"\x94lama" + raw[at + 5 :])
     return file, file
 
 

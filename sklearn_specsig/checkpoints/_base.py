@@ -319,12 +319,19 @@ def read_shard_index(index_file):
                 "directory; refusing to read it."
             )
         path = directory / shard
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+            target = path.resolve()
+        except (OSError, ValueError) as exc:  # name too long, NUL byte, ...
+            raise CheckpointFormatError(
+                f"'{index_file}' names a shard {shard[:80]!r} that is not a valid "
+                f"file name ({exc.__class__.__name__}: {str(exc)[:80]})."
+            ) from exc
+        if not exists:
             raise CheckpointNotFoundError(
                 f"Shard '{path}' listed in '{index_file}' does not exist; the "
                 "download is incomplete."
             )
-        target = path.resolve()
         if not any(target.is_relative_to(root) for root in roots):
             raise UnsafeCheckpointError(
                 f"Shard '{path}' listed in '{index_file}' resolves to '{target}', "

@@ -34,6 +34,13 @@ _MODEL_TYPES = {
 }
 
 
+# What gguf's reader raises on bytes that are not a valid GGUF file: bad
+# magic or version (ValueError), non-UTF-8 strings (UnicodeDecodeError),
+# counts and offsets past the end (IndexError, ValueError from numpy views),
+# unknown enum values (ValueError), and an unmappable file (OSError).
+_CORRUPT_DATA_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, OSError)
+
+
 def _field_value(field):
     """Python value of a scalar, string or array GGUF metadata field."""
     kind = field.types[0]
@@ -104,16 +111,18 @@ class GGUFCheckpoint(Checkpoint):
     def __init__(self, source, path, file):
         try:
             reader = GGUFReader(file)
-        except (ValueError, IndexError, KeyError, OSError) as exc:
+            config = gguf_config(reader)
+        except _CORRUPT_DATA_ERRORS as exc:
             raise CheckpointFormatError(
-                f"Cannot read '{file}' as GGUF (truncated or corrupted?): {exc}"
+                f"Cannot read '{file}' as GGUF (truncated or corrupted?): "
+                f"{type(exc).__name__}: {str(exc)[:200]}"
             ) from exc
         if reader.byte_order != "I":
             raise CheckpointFormatError(
                 f"'{file}' is a big-endian GGUF file, which is not supported; "
                 "convert it to little-endian."
             )
-        super().__init__(source, path, [file], gguf_config(reader))
+        super().__init__(source, path, [file], config)
         tensors = sorted(reader.tensors, key=lambda t: t.data_offset)
         self._tensors = {t.name: t for t in tensors}
 
@@ -143,4 +152,9 @@ class GGUFCheckpoint(Checkpoint):
             raise CheckpointFormatError(
                 f"Tensor {tensor.name!r} in '{self._weight_files[0]}' uses "
                 f"{tensor.tensor_type.name}, which gguf cannot dequantize."
+            ) from exc
+        except _CORRUPT_DATA_ERRORS as exc:
+            raise CheckpointFormatError(
+                f"Tensor {tensor.name!r} in '{self._weight_files[0]}' cannot be "
+                f"dequantized (corrupted file?): {type(exc).__name__}: {exc}"
             ) from exc
