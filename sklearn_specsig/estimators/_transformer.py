@@ -71,6 +71,19 @@ def _signature_or_error(model, metric, kwargs, on_error):
         return exc
 
 
+def sign_models(models, metric, kwargs, n_jobs, on_error):
+    """Signatures of ``models`` through joblib, in order.
+
+    With ``on_error="warn"`` a model that cannot be read gives its exception
+    in place of a Signature; with ``"raise"`` the first one is raised.
+    joblib's active backend is used, so ``joblib.parallel_config(
+    backend="dask")`` runs this on a Dask cluster unchanged.
+    """
+    return Parallel(n_jobs=n_jobs)(
+        delayed(_signature_or_error)(m, metric, kwargs, on_error) for m in models
+    )
+
+
 class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
     """Turn model checkpoints into flattened spectral signatures.
 
@@ -176,10 +189,7 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
             "precision": self.precision,
             "progress": self.progress,
         }
-        results = Parallel(n_jobs=self.n_jobs)(
-            delayed(_signature_or_error)(m, self.metric, kwargs, self.on_error)
-            for m in models
-        )
+        results = sign_models(models, self.metric, kwargs, self.n_jobs, self.on_error)
         for model, result in zip(models, results):
             if isinstance(result, BaseException):
                 warnings.warn(

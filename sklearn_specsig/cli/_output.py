@@ -1,0 +1,145 @@
+"""Text tables, JSON and signature files for the ``specsig`` command."""
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..signature import feature_names
+
+
+def short_names(models):
+    """Readable, unique names for models given as paths or hub ids.
+
+    The last path component, extended leftwards only where two models
+    would otherwise share a name.
+    """
+    parts = [Path(os.fspath(m)).parts or (os.fspath(m),) for m in models]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clashes = {n for n in names if names.count(n) > 1}
+        grow = [i for i, n in enumerate(names) if n in clashes and depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
+
+
+def _cell(value):
+    if isinstance(value, float | np.floating):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def format_table(header, rows):
+    """A plain, aligned text table (numbers right-aligned, 3 decimals)."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    numeric = [all(isinstance(r[i], int | float | np.number) for r in rows) for i in range(len(header))]
+
+    def line(values):
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
+
+    out = [line([str(h) for h in header]), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in cells)
+    return "\n".join(out)
+
+
+def to_jsonable(value):
+    """Numpy arrays and scalars to JSON types; NaN to null."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def print_json(value):
+    print(json.dumps(to_jsonable(value), indent=2))
+
+
+def write_signatures(path, model_ids, Z, n_layers):
+    """Write flattened signatures to ``.csv``, ``.npz`` or ``.parquet``.
+
+    One row per model, indexed by model id, columns ``"{role}_{layer:03d}"``
+    (the layout of ``SpectralSignatureTransformer``).
+    """
+    path = Path(path)
+    columns = list(feature_names(n_layers))
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        np.savez(path, signatures=Z, models=np.asarray(model_ids, dtype=str),
+                 features=np.asarray(columns))
+    elif suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["model", *columns])
+            for model, row in zip(model_ids, Z):
+                writer.writerow([model, *("" if math.isnan(v) else repr(float(v)) for v in row)])
+    elif suffix == ".parquet":
+        try:
+            import pandas as pd
+
+            frame = pd.DataFrame(Z, index=pd.Index(model_ids, name="model"), columns=columns)
+            frame.to_parquet(path)
+        except ImportError as exc:
+            raise ValueError(
+                f"writing {path.name} needs pandas and pyarrow ({exc}); "
+                "pip install pandas pyarrow, or write .csv or .npz."
+            ) from exc
+    else:
+        raise ValueError(
+            f"-o {path}: unknown output format {suffix or '(none)'}; use .csv, .npz or .parquet."
+        )
+    return path
+
+
+def read_scores(path):
+    """Benchmark scores from a CSV: a ``model`` column and one per benchmark.
+
+    Returns
+    -------
+    models : list of str
+    names : list of str
+    Y : ndarray of shape (n_models, n_benchmarks), NaN for empty cells
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    if not rows or "model" not in rows[0]:
+        raise ValueError(
+            f"{path}: expected a header row with a 'model' column and one column "
+            "per benchmark, e.g. 'model,arc,mmlu'."
+        )
+    header = rows[0]
+    at = header.index("model")
+    names = [h for i, h in enumerate(header) if i != at]
+    if not names:
+        raise ValueError(f"{path}: no benchmark columns besides 'model'.")
+    models, Y = [], []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{line_no}: {len(row)} cells, the header has {len(header)}.")
+        models.append(row[at])
+        try:
+            Y.append([float(c) if c.strip() else math.nan for i, c in enumerate(row) if i != at])
+        except ValueError as exc:
+            raise ValueError(f"{path}:{line_no}: {exc}; scores must be numbers.") from exc
+    if not models:
+        raise ValueError(f"{path}: no model rows.")
+    return models, names, np.asarray(Y, dtype=float)
