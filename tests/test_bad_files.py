@@ -488,6 +488,18 @@ def _gguf_architecture_name_not_utf8(tmp):
     return file, file
 
 
+@bad(CheckpointFormatError, "a metadata array of 1152921504606846976 elements")
+def _gguf_metadata_array_of_two_to_the_sixty(tmp):
+    # Found by benchmarks/fuzz_readers.py: gguf's reader walked this array
+    # element by element past the end of the file, for hours.
+    key = b"general.junk"
+    raw = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
+    raw += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 0, 2**60)
+    file = tmp / "model.gguf"
+    file.write_bytes(raw + bytes(64))
+    return file, file
+
+
 # -- config.json -------------------------------------------------------------------
 
 

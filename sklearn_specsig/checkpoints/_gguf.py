@@ -1,5 +1,8 @@
 """Reader for GGUF files (llama.cpp), dequantized to float32."""
 
+import mmap
+import struct
+
 import numpy as np
 import torch
 from gguf import GGUFReader, GGUFValueType
@@ -39,6 +42,81 @@ _MODEL_TYPES = {
 # counts and offsets past the end (IndexError, ValueError from numpy views),
 # unknown enum values (ValueError), and an unmappable file (OSError).
 _CORRUPT_DATA_ERRORS = (ValueError, IndexError, KeyError, TypeError, OverflowError, OSError)
+
+
+# Bytes per element of GGUF's scalar metadata types (gguf.GGUFValueType).
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+#: More metadata array elements than any real model has (the largest
+#: tokenizer vocabularies are ~256k entries); gguf's reader walks arrays one
+#: element at a time, so a file claiming billions would hold it for hours.
+MAX_METADATA_ARRAY = 4_000_000
+
+
+def check_metadata_bounds(file):
+    """Refuse a GGUF file whose metadata counts cannot fit in the file.
+
+    ``gguf.GGUFReader`` trusts the counts: an array claiming 2**60 elements
+    past the end of the file reads empty slices forever instead of failing.
+    This walks the key/value section (no values are decoded) and checks
+    every length and count against the bytes that remain.
+
+    Raises
+    ------
+    CheckpointFormatError
+        A count runs past the end of the file or exceeds
+        :data:`MAX_METADATA_ARRAY`.
+    """
+    if file.stat().st_size < 24:
+        return  # too short to hold counts: GGUFReader says so itself
+    with open(file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        size = len(data)
+
+        def fail(what):
+            raise CheckpointFormatError(
+                f"'{file}' is a truncated or corrupted GGUF file: {what} (file of "
+                f"{size} bytes)."
+            )
+
+        def read(fmt, at):
+            n = struct.calcsize(fmt)
+            if at + n > size:
+                fail(f"metadata runs past the end at byte {at}")
+            return struct.unpack_from(fmt, data, at), at + n
+
+        def skip_string(at):
+            (length,), at = read("<Q", at)
+            if length > size - at:
+                fail(f"a string of {length} bytes at byte {at}")
+            return at + length
+
+        def skip_value(kind, at):
+            if kind in _SCALAR_BYTES:
+                return read(f"<{_SCALAR_BYTES[kind]}s", at)[1]
+            if kind == _STRING:
+                return skip_string(at)
+            if kind != _ARRAY:
+                fail(f"unknown metadata type {kind} at byte {at}")
+            (item_kind, count), at = read("<IQ", at)
+            if count > MAX_METADATA_ARRAY:
+                fail(f"a metadata array of {count} elements at byte {at}")
+            if item_kind in _SCALAR_BYTES:
+                if count * _SCALAR_BYTES[item_kind] > size - at:
+                    fail(f"an array of {count} values past the end at byte {at}")
+                return at + count * _SCALAR_BYTES[item_kind]
+            for _ in range(count):
+                at = skip_value(item_kind, at)
+            return at
+
+        if data[:4] != b"GGUF":
+            return  # not ours to judge: GGUFReader reports bad magic and versions
+        (version, _, kv_count), at = read("<IQQ", 4)
+        if version not in (2, 3):
+            return
+        for _ in range(kv_count):
+            at = skip_string(at)
+            (kind,), at = read("<I", at)
+            at = skip_value(kind, at)
 
 
 def _field_value(field):
@@ -109,6 +187,7 @@ class GGUFCheckpoint(Checkpoint):
     format = "gguf"
 
     def __init__(self, source, path, file):
+        check_metadata_bounds(file)
         try:
             reader = GGUFReader(file)
             config = gguf_config(reader)
