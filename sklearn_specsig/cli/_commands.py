@@ -201,6 +201,14 @@ def cmd_lineage(args):
 # -- cluster ----------------------------------------------------------------------
 
 
+def embedding_2d(clusterer):
+    """Two columns of a fitted clusterer's embedding worth drawing: the
+    spectral embedding's first eigenvector is constant on a connected graph,
+    so its second and third are shown."""
+    E = clusterer.embedding_
+    return E[:, 1:3] if clusterer.method == "spectral" and E.shape[1] >= 3 else E[:, :2]
+
+
 def cmd_cluster(args):
     from ..estimators import SignatureClusterer
 
@@ -212,7 +220,7 @@ def cmd_cluster(args):
     if args.png:
         from ..plotting import plot_embedding
 
-        ax = plot_embedding(clusterer.embedding_[:, :2], clusters=clusterer.labels_)
+        ax = plot_embedding(embedding_2d(clusterer), clusters=clusterer.labels_)
         ax.figure.savefig(args.png, dpi=120, bbox_inches="tight")
     if args.json:
         print_json({
