@@ -500,6 +500,18 @@ def _gguf_metadata_array_of_two_to_the_sixty(tmp):
     return file, file
 
 
+@bad(CheckpointFormatError, "a metadata array of 16728319 elements")
+def _gguf_big_endian_metadata_array_past_the_end(tmp):
+    # Found by benchmarks/fuzz_readers.py: a byte-swapped version number makes
+    # gguf read every count big-endian; the bounds check must do the same.
+    key = b"general.junk"
+    raw = b"GGUF" + struct.pack(">IQQ", 3, 0, 1)
+    raw += struct.pack(">Q", len(key)) + key + struct.pack(">IIQ", 9, 0, 16728319)
+    file = tmp / "model.gguf"
+    file.write_bytes(raw + bytes(64))
+    return file, file
+
+
 # -- config.json -------------------------------------------------------------------
 
 

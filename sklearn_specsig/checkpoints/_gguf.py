@@ -78,26 +78,28 @@ def check_metadata_bounds(file):
                 f"{size} bytes)."
             )
 
+        order = "<"
+
         def read(fmt, at):
-            n = struct.calcsize(fmt)
+            n = struct.calcsize(order + fmt)
             if at + n > size:
                 fail(f"metadata runs past the end at byte {at}")
-            return struct.unpack_from(fmt, data, at), at + n
+            return struct.unpack_from(order + fmt, data, at), at + n
 
         def skip_string(at):
-            (length,), at = read("<Q", at)
+            (length,), at = read("Q", at)
             if length > size - at:
                 fail(f"a string of {length} bytes at byte {at}")
             return at + length
 
         def skip_value(kind, at):
             if kind in _SCALAR_BYTES:
-                return read(f"<{_SCALAR_BYTES[kind]}s", at)[1]
+                return read(f"{_SCALAR_BYTES[kind]}s", at)[1]
             if kind == _STRING:
                 return skip_string(at)
             if kind != _ARRAY:
                 fail(f"unknown metadata type {kind} at byte {at}")
-            (item_kind, count), at = read("<IQ", at)
+            (item_kind, count), at = read("IQ", at)
             if count > MAX_METADATA_ARRAY:
                 fail(f"a metadata array of {count} elements at byte {at}")
             if item_kind in _SCALAR_BYTES:
@@ -110,12 +112,15 @@ def check_metadata_bounds(file):
 
         if data[:4] != b"GGUF":
             return  # not ours to judge: GGUFReader reports bad magic and versions
-        (version, _, kv_count), at = read("<IQQ", 4)
+        (version,), _ = read("I", 4)
+        if version & 0xFFFF == 0:  # a byte-swapped (big-endian) file, as gguf decides
+            order = ">"
+        (version, _, kv_count), at = read("IQQ", 4)
         if version not in (2, 3):
             return
         for _ in range(kv_count):
             at = skip_string(at)
-            (kind,), at = read("<I", at)
+            (kind,), at = read("I", at)
             at = skip_value(kind, at)
 
 
