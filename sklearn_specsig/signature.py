@@ -326,13 +326,15 @@ def compute_signature(
     >>> import tempfile
     >>> from sklearn_specsig import compute_signature
     >>> from sklearn_specsig.datasets import make_model_zoo
-    >>> zoo = make_model_zoo(tempfile.mkdtemp(), n_families=1, n_derived=0,
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> zoo = make_model_zoo(folder.name, n_families=1, n_derived=0,
     ...                      n_layers=4, random_state=0)
     >>> sig = compute_signature(zoo.paths[0], cache=None, progress=False)
     >>> sig.values.shape
     (7, 4)
     >>> sig.with_metric("log_norm").metric
     'log_norm'
+    >>> folder.cleanup()
     """
     from ._extract import extract_spectra
 

@@ -108,10 +108,12 @@ class SignatureStore:
     --------
     >>> import tempfile, numpy as np
     >>> from sklearn_specsig.store import SignatureStore
-    >>> store = SignatureStore(tempfile.mkdtemp())
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> store = SignatureStore(folder.name)
     >>> store.put_spectra({"abc": np.array([1.0, 2.0], dtype=np.float32)})
     >>> store.get_spectra(["abc", "missing"])
     {'abc': array([1., 2.], dtype=float32)}
+    >>> folder.cleanup()
     """
 
     def __init__(self, path, timeout=60.0):

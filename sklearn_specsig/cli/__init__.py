@@ -153,12 +153,14 @@ def main(argv=None):
     >>> import contextlib, io, tempfile
     >>> from sklearn_specsig.cli import main
     >>> from sklearn_specsig.datasets import make_model_zoo
-    >>> zoo = make_model_zoo(tempfile.mkdtemp(), n_families=2, n_derived=0,
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> zoo = make_model_zoo(folder.name, n_families=2, n_derived=0,
     ...                      n_layers=3, hidden_size=16, random_state=0)
     >>> with contextlib.redirect_stdout(io.StringIO()) as out:
     ...     code = main(["signature", *zoo.paths, "--cache", "none", "--no-progress"])
     >>> code, "fam01-qwen2-base" in out.getvalue()
     (0, True)
+    >>> folder.cleanup()
     """
     args = build_parser().parse_args(argv)
     try:

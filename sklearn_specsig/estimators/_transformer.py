@@ -140,7 +140,8 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
     >>> import tempfile
     >>> from sklearn_specsig import SpectralSignatureTransformer
     >>> from sklearn_specsig.datasets import make_model_zoo
-    >>> zoo = make_model_zoo(tempfile.mkdtemp(), n_families=2, n_derived=1,
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> zoo = make_model_zoo(folder.name, n_families=2, n_derived=1,
     ...                      n_layers=4, random_state=0)
     >>> sig = SpectralSignatureTransformer(cache=None)
     >>> Z = sig.fit_transform(zoo.paths)
@@ -148,6 +149,7 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
     (4, 28)
     >>> sig.get_feature_names_out()[:2].tolist()
     ['q_000', 'q_001']
+    >>> folder.cleanup()
     """
 
     _parameter_constraints = {
