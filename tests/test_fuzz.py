@@ -36,7 +36,10 @@ from sklearn_specsig.kernels import spearman_similarity
 
 # Arrays with no comparable module row rightly warn (and predict NaN or the
 # default label); thousands of such warnings would only hide real ones.
-pytestmark = pytest.mark.filterwarnings("ignore:.*share no comparable module row:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*share no comparable module row:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*have no comparable module row:UserWarning"),
+]
 
 FUZZ = settings(
     max_examples=150,
