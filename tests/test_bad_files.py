@@ -458,6 +458,9 @@ for _label, _patch, _fragment in [
         "not a valid GGMLQuantizationType",
     ),
     ("claims_a_trillion_elements", lambda r: _dims(r, 10**6, 10**6), "(1000000,1000000)"),
+    # Found by benchmarks/fuzz_readers.py: zero elements, but numpy cannot
+    # even describe the float32 copy of a (0, 2**63) array.
+    ("zero_by_two_to_the_63", lambda r: _dims(r, 8791026472627208448, 0), "array is too big"),
     (
         "data_offset_past_the_end",
         lambda r: struct.pack_into("<Q", r, _tensor_info_offset(r) + 24, 10**15),

@@ -228,9 +228,15 @@ class GGUFCheckpoint(Checkpoint):
         # The reader already types F32/F16/F64 and integer tensors; only block
         # types (BF16 and the quants) come back as raw uint8 bytes. astype
         # also copies the data out of the read-only memory map.
-        if tensor.data.dtype != np.uint8:
-            return tensor.data.astype(np.float32)
+        if tensor.data.nbytes != tensor.n_bytes:
+            raise CheckpointFormatError(
+                f"Tensor {tensor.name!r} in '{self._weight_files[0]}' should hold "
+                f"{tensor.n_bytes} bytes but the file has {tensor.data.nbytes} for it: "
+                "truncated or corrupted file."
+            )
         try:
+            if tensor.data.dtype != np.uint8:
+                return tensor.data.astype(np.float32)
             return dequantize(tensor.data, tensor.tensor_type)
         except NotImplementedError as exc:
             raise CheckpointFormatError(
