@@ -56,9 +56,9 @@ from sklearn.model_selection import ShuffleSplit, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from sklearn_specsig import KNNPerformanceRegressor
 from sklearn_specsig.datasets import make_model_zoo
 from sklearn_specsig.estimators import SpectralSignatureTransformer
-from sklearn_specsig import KNNPerformanceRegressor
 from sklearn_specsig.metrics import (
     benchmark_scoring,
     kendall_significance,
