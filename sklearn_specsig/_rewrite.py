@@ -43,8 +43,12 @@ def as_generator(random_state):
 
 def check_number(value, name, low, high=math.inf, integral=False, example="0.3"):
     kind = numbers.Integral if integral else numbers.Real
-    if (not isinstance(value, kind) or isinstance(value, bool) or not math.isfinite(value)
-            or not low <= value < high):
+    try:  # math.isfinite of a huge int overflows
+        valid = (isinstance(value, kind) and not isinstance(value, bool)
+                 and math.isfinite(value) and low <= value < high)
+    except OverflowError:
+        valid = False
+    if not valid:
         bound = f">= {low}" + ("" if high == math.inf else f" and < {high}")
         raise ValueError(f"{name} must be a finite {'integer' if integral else 'number'} {bound} "
                          f"(e.g. {example}), got {value!r}.")
@@ -97,6 +101,12 @@ class ShardWriter:
         save_file(self.buffer, tmp, metadata={"format": "pt"})
         self.shards.append((tmp, list(self.buffer)))
         self.buffer, self.size, self.ptrs = {}, 0, set()
+
+    def discard(self):
+        """Delete the temporary shards written so far."""
+        for tmp, _ in self.shards:
+            tmp.unlink(missing_ok=True)
+        self.shards, self.buffer = [], {}
 
     def close(self, config):
         if self.buffer or not self.shards:
@@ -173,18 +183,22 @@ def rewrite(ckpt, arch, dest, *, edit=None, bias_edit=None, rename=None, config=
     """Stream ``ckpt`` into ``dest``, editing signature tensors and their biases in float."""
     biases = bias_plans(arch, ckpt) if bias_edit is not None else {}
     writer = ShardWriter(dest, max_shard_bytes, replaced)
-    for name, tensor in ckpt.iter_tensors():
-        new_name = name if rename is None else rename(name)
-        if new_name is None:
-            continue
-        if (edit is not None and name in arch.plans) or name in biases:
-            work = tensor.to(torch.float64 if tensor.dtype == torch.float64 else torch.float32,
-                             copy=True)
-            if name in biases:  # a bias is an (out, 1) matrix, never transposed
-                bias_edit(biases[name], work.unsqueeze(-1), transpose=False)
-            else:
-                edit(arch.plans[name], work)
-            tensor = work.to(tensor.dtype)
-        writer.add(new_name, tensor)
+    try:
+        for name, tensor in ckpt.iter_tensors():
+            new_name = name if rename is None else rename(name)
+            if new_name is None:
+                continue
+            if (edit is not None and name in arch.plans) or name in biases:
+                work = tensor.to(torch.float64 if tensor.dtype == torch.float64 else torch.float32,
+                                 copy=True)
+                if name in biases:  # a bias is an (out, 1) matrix, never transposed
+                    bias_edit(biases[name], work.unsqueeze(-1), transpose=False)
+                else:
+                    edit(arch.plans[name], work)
+                tensor = work.to(tensor.dtype)
+            writer.add(new_name, tensor)
+    except BaseException:
+        writer.discard()  # no half-written shards left in dest (up to GBs each)
+        raise
     writer.close(dict(ckpt.config) if config is None else config)
     return Path(dest)

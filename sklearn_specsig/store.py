@@ -333,15 +333,24 @@ class SignatureStore:
         Raises
         ------
         StoreError
-            The file is damaged; the message lists what SQLite found.
+            The file is damaged (the message lists what SQLite found), or
+            there is no store file at this path.
 
         Examples
         --------
         >>> import tempfile
         >>> from sklearn_specsig import SignatureStore
         >>> with tempfile.TemporaryDirectory() as folder:
-        ...     SignatureStore(folder).verify()
+        ...     store = SignatureStore(folder)
+        ...     store.stats()["spectra"]
+        ...     store.verify()
+        0
         """
+        if not self.path.is_file():
+            raise StoreError(
+                f"There is no signature store at {self.path}: check the path (a "
+                "store is created on first use, so there is nothing to verify)."
+            )
         problems = [row[0] for row in self._execute("PRAGMA integrity_check")]
         if problems != ["ok"]:
             raise StoreError(

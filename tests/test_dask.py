@@ -11,9 +11,9 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from joblib import parallel_config  # noqa: E402
+from joblib import parallel_config
 
-from sklearn_specsig import SignatureStore, SpectralSignatureTransformer  # noqa: E402
+from sklearn_specsig import SignatureStore, SpectralSignatureTransformer
 
 
 def test_signing_on_a_local_dask_cluster_equals_serial(small_zoo, tmp_path):

@@ -489,5 +489,26 @@ def test_bad_inputs(zoo, tmp_path):
         scale_attention(base, tmp_path / "f", pairs=("qv",))
     with pytest.raises(ValueError, match="max_shard_bytes"):
         permute_mlp(base, tmp_path / "g", max_shard_bytes=0)
+    with pytest.raises(ValueError, match="gamma must be a finite number"):
+        scale_attention(base, tmp_path / "h", gamma=10**400)  # overflows math.isfinite
     # nothing was written by the refused calls
-    assert not any((tmp_path / d).exists() for d in "abcdefg")
+    assert not any((tmp_path / d).exists() for d in "abcdefgh")
+
+
+def test_a_failure_midway_leaves_no_temporary_shards(zoo, tmp_path, monkeypatch):
+    from sklearn_specsig.checkpoints import open_checkpoint
+
+    ckpt = open_checkpoint(zoo["llama"])
+    real = ckpt.iter_tensors
+
+    def failing(names=None):  # the disk goes away after 5 tensors
+        for i, item in enumerate(real(names)):
+            if i == 5:
+                raise OSError("disk went away")
+            yield item
+
+    monkeypatch.setattr(ckpt, "iter_tensors", failing)
+    dest = tmp_path / "out"
+    with pytest.raises(OSError, match="disk went away"):
+        prune_magnitude(ckpt, dest, sparsity=0.5, max_shard_bytes=100)
+    assert dest.is_dir() and list(dest.iterdir()) == []

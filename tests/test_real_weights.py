@@ -10,15 +10,15 @@ import io
 import tarfile
 import zipfile
 
-from sklearn_specsig import _pretrained as _real_weights
 import numpy as np
 import pytest
-from sklearn_specsig._pretrained import REAL_WEIGHTS, fetch_real_weights, sha256_of
-from sklearn_specsig.errors import DownloadError
 from threadpoolctl import threadpool_limits
 
+from sklearn_specsig import _pretrained as _real_weights
 from sklearn_specsig import compute_signature
+from sklearn_specsig._pretrained import REAL_WEIGHTS, fetch_real_weights, sha256_of
 from sklearn_specsig.checkpoints import open_checkpoint
+from sklearn_specsig.errors import DownloadError
 
 pytestmark = pytest.mark.real_weights
 

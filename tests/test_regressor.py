@@ -19,9 +19,8 @@ from sklearn.model_selection import ShuffleSplit, cross_validate
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_specsig import SpectralSignatureTransformer
+from sklearn_specsig import KNNPerformanceRegressor, SpectralSignatureTransformer
 from sklearn_specsig.datasets import make_model_zoo
-from sklearn_specsig import KNNPerformanceRegressor
 from sklearn_specsig.kernels import pairwise_similarity
 from sklearn_specsig.metrics import (
     benchmark_scoring,

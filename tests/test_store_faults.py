@@ -162,13 +162,21 @@ def test_damage_inside_a_populated_store_is_detected_and_rebuilt(tmp_path):
     store = SignatureStore(tmp_path / "store")
     with pytest.raises(StoreError, match=r"damaged|malformed") as info:
         store.verify()
-        compute_signature(model, cache=store, progress=False)
     assert "clear()" in str(info.value)
+    with pytest.raises(StoreError, match="clear()"):
+        for _ in range(3):  # reading through the damaged pages fails too
+            compute_signature(model, cache=store, progress=False)
+            store.get_spectra([f"filler-{i}" for i in range(200)])
     store.clear()
-    store.verify()
     rebuilt = compute_signature(model, cache=store, progress=False)
+    store.verify()
     np.testing.assert_array_equal(rebuilt.values, expected.values)
     assert store.stats()["models"] == 1
+
+
+def test_verify_a_path_without_a_store(tmp_path):
+    with pytest.raises(StoreError, match="no signature store"):
+        SignatureStore(tmp_path / "typo").verify()
 
 
 def test_foreign_database_at_the_store_path(tmp_path):

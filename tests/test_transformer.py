@@ -15,7 +15,11 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 
-from sklearn_specsig import SignatureStore, SpectralSignatureTransformer, compute_signature
+from sklearn_specsig import (
+    SignatureStore,
+    SpectralSignatureTransformer,
+    compute_signature,
+)
 from sklearn_specsig.architectures import ROLES
 from sklearn_specsig.signature import resample_depth
 

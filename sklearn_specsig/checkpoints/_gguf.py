@@ -51,6 +51,9 @@ _STRING, _ARRAY = 8, 9
 #: tokenizer vocabularies are ~256k entries); gguf's reader walks arrays one
 #: element at a time, so a file claiming billions would hold it for hours.
 MAX_METADATA_ARRAY = 4_000_000
+#: Real files nest metadata arrays at most once (lists of lists are rare);
+#: gguf's reader recurses per level, so deep nesting would overflow the stack.
+_MAX_NESTING = 8
 
 
 def check_metadata_bounds(file):
@@ -92,7 +95,9 @@ def check_metadata_bounds(file):
                 fail(f"a string of {length} bytes at byte {at}")
             return at + length
 
-        def skip_value(kind, at):
+        def skip_value(kind, at, depth=0):
+            if depth > _MAX_NESTING:
+                fail(f"metadata arrays nested more than {_MAX_NESTING} deep at byte {at}")
             if kind in _SCALAR_BYTES:
                 return read(f"{_SCALAR_BYTES[kind]}s", at)[1]
             if kind == _STRING:
@@ -107,7 +112,7 @@ def check_metadata_bounds(file):
                     fail(f"an array of {count} values past the end at byte {at}")
                 return at + count * _SCALAR_BYTES[item_kind]
             for _ in range(count):
-                at = skip_value(item_kind, at)
+                at = skip_value(item_kind, at, depth + 1)
             return at
 
         if data[:4] != b"GGUF":

@@ -43,8 +43,8 @@ def sign(models, args, *, need_common_depth=True):
         "progress": not args.no_progress,
     }
     with warnings.catch_warnings():
-        # A signature of a degenerate matrix warns once per tensor; the
-        # command reports per model instead.
+        # A degenerate matrix warns once per tensor (and per metric call);
+        # the command says instead how many cells of each model are NaN.
         warnings.simplefilter("ignore")
         results = sign_models(list(models), args.metric, kwargs, args.jobs, "warn")
     names = short_names(models)
@@ -53,9 +53,14 @@ def sign(models, args, *, need_common_depth=True):
         if isinstance(result, BaseException):
             failed[str(model)] = f"{type(result).__name__}: {result}"
             print(f"specsig: cannot sign {model}: {result}", file=sys.stderr)
-        else:
-            ids.append(name)
-            signatures.append(result)
+            continue
+        ids.append(name)
+        signatures.append(result)
+        undefined = [r for r, row in zip(ROLES, result.values) if np.isnan(row).any()]
+        if undefined:
+            print(f"specsig: note: {name}: {args.metric} is undefined (NaN) for some layers of "
+                  f"{', '.join(undefined)} (a module the architecture lacks, or rank-deficient, "
+                  "all-zero or non-finite weights)", file=sys.stderr)
     if not signatures:
         raise ValueError("no model could be read; see the messages above.")
     if need_common_depth:
@@ -206,7 +211,12 @@ def embedding_2d(clusterer):
     spectral embedding's first eigenvector is constant on a connected graph,
     so its second and third are shown."""
     E = clusterer.embedding_
-    return E[:, 1:3] if clusterer.method == "spectral" and E.shape[1] >= 3 else E[:, :2]
+    if clusterer.method != "spectral":
+        return E[:, :2]
+    if E.shape[1] >= 3:
+        return E[:, 1:3]
+    # Two clusters: one informative eigenvector, drawn against zero.
+    return np.column_stack([E[:, -1], np.zeros(len(E))])
 
 
 def cmd_cluster(args):
@@ -248,6 +258,8 @@ def cmd_predict(args):
     bad_train = [m for m in train_models if m in failed]
     if bad_train:
         raise ValueError(f"training models in {args.train} could not be read: {bad_train}")
+    if len(ids) == n_train:
+        raise ValueError("no model to predict could be read; see the messages above.")
     X = flatten(signatures, args.n_layers)
     regressor = KNNPerformanceRegressor(n_neighbors=args.neighbors, kernel=args.kernel)
     regressor.fit(X[:n_train], Y)
@@ -271,7 +283,10 @@ def cmd_predict(args):
 def cmd_align(args):
     from ..kernels import align_depth
 
-    ids, (a, b), failed = sign([args.a, args.b], args, need_common_depth=False)
+    ids, signatures, failed = sign([args.a, args.b], args, need_common_depth=False)
+    if len(signatures) != 2:
+        raise ValueError(f"align needs both models; could not read {', '.join(failed)}.")
+    a, b = signatures
     result = align_depth(a, b)
     if args.json:
         print_json({

@@ -17,16 +17,27 @@ def short_names(models):
     The last path component, extended leftwards only where two models
     would otherwise share a name.
     """
-    parts = [Path(os.fspath(m)).parts or (os.fspath(m),) for m in models]
+    parts = [tuple(p for p in Path(os.fspath(m)).parts if p not in ("/", "\\"))
+             or (os.fspath(m),) for m in models]
     depth = [1] * len(parts)
     while True:
         names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
-        clashes = {n for n in names if names.count(n) > 1}
-        grow = [i for i, n in enumerate(names) if n in clashes and depth[i] < len(parts[i])]
+        # Only different models sharing a name need a longer one.
+        owners = {}
+        for name, p in zip(names, parts):
+            owners.setdefault(name, set()).add(p)
+        grow = [i for i, n in enumerate(names) if len(owners[n]) > 1 and depth[i] < len(parts[i])]
         if not grow:
-            return names
+            break
         for i in grow:
             depth[i] += 1
+    # The same model given twice keeps both rows, told apart by "#2", "#3".
+    seen = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name}#{seen[name]}"
+    return names
 
 
 def _cell(value):
@@ -117,7 +128,8 @@ def read_scores(path):
     names : list of str
     Y : ndarray of shape (n_models, n_benchmarks), NaN for empty cells
     """
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: spreadsheet exports start with a byte-order mark.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
     if not rows or "model" not in rows[0]:
         raise ValueError(
