@@ -491,40 +491,35 @@ def _gguf_architecture_name_not_utf8(tmp):
     return file, file
 
 
+def _gguf_with_one_metadata_value(tmp, value, order="<"):
+    """A GGUF file with no tensors and one key whose typed value is ``value``."""
+    key = b"general.junk"
+    raw = b"GGUF" + struct.pack(f"{order}IQQ", 3, 0, 1)
+    raw += struct.pack(f"{order}Q", len(key)) + key + value
+    file = tmp / "model.gguf"
+    file.write_bytes(raw + bytes(64))
+    return file, file
+
+
 @bad(CheckpointFormatError, "a metadata array of 1152921504606846976 elements")
 def _gguf_metadata_array_of_two_to_the_sixty(tmp):
     # Found by benchmarks/fuzz_readers.py: gguf's reader walked this array
     # element by element past the end of the file, for hours.
-    key = b"general.junk"
-    raw = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
-    raw += struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 0, 2**60)
-    file = tmp / "model.gguf"
-    file.write_bytes(raw + bytes(64))
-    return file, file
+    return _gguf_with_one_metadata_value(tmp, struct.pack("<IIQ", 9, 0, 2**60))
 
 
 @bad(CheckpointFormatError, "a metadata array of 16728319 elements")
 def _gguf_big_endian_metadata_array_past_the_end(tmp):
     # Found by benchmarks/fuzz_readers.py: a byte-swapped version number makes
     # gguf read every count big-endian; the bounds check must do the same.
-    key = b"general.junk"
-    raw = b"GGUF" + struct.pack(">IQQ", 3, 0, 1)
-    raw += struct.pack(">Q", len(key)) + key + struct.pack(">IIQ", 9, 0, 16728319)
-    file = tmp / "model.gguf"
-    file.write_bytes(raw + bytes(64))
-    return file, file
+    return _gguf_with_one_metadata_value(tmp, struct.pack(">IIQ", 9, 0, 16728319), ">")
 
 
 @bad(CheckpointFormatError, "nested more than 8 deep")
 def _gguf_metadata_arrays_nested_5000_deep(tmp):
     # gguf's reader recurses once per level: a RecursionError, not an answer.
-    key = b"general.junk"
-    raw = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
-    raw += struct.pack("<Q", len(key)) + key + struct.pack("<I", 9)
-    raw += struct.pack("<IQ", 9, 1) * 5000 + struct.pack("<IQ", 0, 0)
-    file = tmp / "model.gguf"
-    file.write_bytes(raw + bytes(64))
-    return file, file
+    nested = struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 5000 + struct.pack("<IQ", 0, 0)
+    return _gguf_with_one_metadata_value(tmp, nested)
 
 
 # -- config.json -------------------------------------------------------------------
