@@ -122,6 +122,25 @@ def write_gguf(path, tensors, arch="llama", metadata=None):
     return path
 
 
+def assert_same_gguf_reader(fast, plain):
+    """Fields and tensors of two ``gguf.GGUFReader`` of one file are equal,
+    part for part; ``fast``'s tensor data are plain ndarrays."""
+    def fields(reader):
+        return [
+            (key, f.offset, f.types, f.data, [(p.dtype.str, p.shape, p.tobytes()) for p in f.parts])
+            for key, f in reader.fields.items()
+        ]
+
+    assert fields(fast) == fields(plain)
+    assert fast.data_offset == plain.data_offset
+    assert [t.name for t in fast.tensors] == [t.name for t in plain.tensors]
+    for a, b in zip(fast.tensors, plain.tensors):
+        assert (a.tensor_type, a.data_offset, a.n_bytes) == (b.tensor_type, b.data_offset, b.n_bytes)
+        np.testing.assert_array_equal(a.shape, b.shape)
+        np.testing.assert_array_equal(a.data, b.data)
+        assert type(a.data) is np.ndarray  # not a memmap: the point of it
+
+
 def _half_bytes(x):
     return np.array([x], dtype=np.float16).view(np.uint8)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from _checkpoint_factories import (
     QK_K,
+    assert_same_gguf_reader,
     make_tensors,
     q4_k_block,
     q6_k_block,
@@ -21,6 +22,7 @@ from _checkpoint_factories import (
 from safetensors.torch import save_file
 
 from sklearn_specsig.checkpoints import Checkpoint, open_checkpoint
+from sklearn_specsig.checkpoints._gguf import _ArrayReader
 from sklearn_specsig.errors import (
     CheckpointNotFoundError,
 )
@@ -325,6 +327,32 @@ def test_gguf_metadata_order_and_directory(tmp_path):
         got["token_embd.weight"].numpy(), tensors["token_embd.weight"][0]
     )
     assert [s[0] for s in ckpt.file_stats()] == [str(tmp_path / "model-Q8_0.gguf")]
+
+
+def test_gguf_plain_array_reader_reads_what_gguf_reads(tmp_path):
+    # A vocabulary (string and float arrays) is what makes gguf's parse slow
+    # and what _ArrayReader speeds up: its fields must be gguf's, part for part.
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_uint32("llama.block_count", 1)
+    writer.add_token_list([f"tok{i}é" for i in range(300)])
+    writer.add_token_scores([float(-i) for i in range(300)])
+    writer.add_token_merges([f"t {i}" for i in range(200)])
+    writer.add_array("llama.nested", [[1, 2], [3]])
+    writer.add_string("general.name", "tiny")
+    writer.add_tensor("blk.0.attn_q.weight", _matrix(8, 32))
+    writer.add_tensor("blk.0.ffn_up.weight", gguf.quants.quantize(_matrix(4, 64), QT.Q8_0),
+                      raw_dtype=QT.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    fast = _ArrayReader(path)
+
+    assert_same_gguf_reader(fast, gguf.GGUFReader(path))
+    assert fast.fields["tokenizer.ggml.tokens"].contents()[299] == "tok299é"
+    assert fast.fields["tokenizer.ggml.scores"].contents()[7] == -7.0
 
 
 # -- hub ids, offline against a prepared cache --------------------------------

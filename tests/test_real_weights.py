@@ -10,14 +10,17 @@ import io
 import tarfile
 import zipfile
 
+import gguf
 import numpy as np
 import pytest
+from _checkpoint_factories import assert_same_gguf_reader
 from threadpoolctl import threadpool_limits
 
 from sklearn_specsig import _pretrained as _real_weights
 from sklearn_specsig import compute_signature
 from sklearn_specsig._pretrained import REAL_WEIGHTS, fetch_real_weights, sha256_of
 from sklearn_specsig.checkpoints import open_checkpoint
+from sklearn_specsig.checkpoints._gguf import _ArrayReader
 from sklearn_specsig.errors import DownloadError
 
 pytestmark = pytest.mark.real_weights
@@ -192,6 +195,13 @@ def test_fetch_rejects_a_changed_upload(monkeypatch, tmp_path):
 
 
 # -- (b) signatures through the library --------------------------------------
+
+def test_smollm2_gguf_plain_array_reader(smollm2_path):
+    # The real case _ArrayReader is for: a 49k-token vocabulary and its merges.
+    fast = _ArrayReader(smollm2_path)
+    assert len(fast.fields["tokenizer.ggml.tokens"].data) == 49152
+    assert_same_gguf_reader(fast, gguf.GGUFReader(smollm2_path))
+
 
 @pytest.mark.slow
 def test_smollm2_signature(smollm2_signature):

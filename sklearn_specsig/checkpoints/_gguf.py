@@ -129,6 +129,28 @@ def check_metadata_bounds(file):
             at = skip_value(kind, at)
 
 
+class _ArrayReader(GGUFReader):
+    """``GGUFReader`` whose ``data`` is a plain ndarray view of its mmap.
+
+    gguf parses the metadata one value at a time, two slices per string, so
+    a 49k-token vocabulary with its 49k merges costs ~250k slices.  Slicing
+    an ``np.memmap`` builds a new memmap subclass each time (its
+    ``__array_finalize__`` dominated the profile); a plain view of the same
+    mapping parses SmolLM2-135M's metadata 2.7x faster (2.4 s against 6.5 s)
+    with identical fields and tensors (``tests/test_checkpoints.py`` and
+    ``tests/test_real_weights.py`` compare them part for part).  The view
+    keeps the mapping alive through its ``base``.
+    """
+
+    @property
+    def data(self):
+        return self._plain_data
+
+    @data.setter
+    def data(self, mapped):
+        self._plain_data = mapped.view(np.ndarray)
+
+
 def _field_value(field):
     """Python value of a scalar, string or array GGUF metadata field."""
     kind = field.types[0]
@@ -199,7 +221,7 @@ class GGUFCheckpoint(Checkpoint):
     def __init__(self, source, path, file):
         check_metadata_bounds(file)
         try:
-            reader = GGUFReader(file)
+            reader = _ArrayReader(file)
             config = gguf_config(reader)
         except _CORRUPT_DATA_ERRORS as exc:
             raise CheckpointFormatError(
