@@ -26,6 +26,7 @@ from sklearn_specsig.errors import (
     CheckpointFormatError,
     CheckpointNotFoundError,
     SpecsigError,
+    StoreError,
     UnsafeCheckpointError,
 )
 
@@ -141,6 +142,22 @@ def test_all_models_broken_is_an_error(tmp_path):
         pytest.raises(ValueError, match="no model in X could be read"),
     ):
         SpectralSignatureTransformer(cache=None, on_error="warn").fit([tmp_path / "no-such-model"])
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_a_broken_store_raises_even_with_on_error_warn(tmp_path, n_jobs):
+    # Not the models' fault: warn mode must not turn every model into a NaN
+    # row with a "delete the store file" warning each.
+    models = [llama_dir(tmp_path / f"m{i}", llama_tensors(seed=i)) for i in range(2)]
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "signatures.sqlite").write_bytes(b"not a database" * 100)
+    transformer = SpectralSignatureTransformer(
+        cache=tmp_path / "store", on_error="warn", n_jobs=n_jobs
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no per-model warning first
+        with pytest.raises(StoreError, match="delete the file"):
+            transformer.fit(models)
 
 
 def test_work_done_before_a_mid_model_failure_is_kept(tmp_path, count_solves):

@@ -13,7 +13,7 @@ from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ..architectures import ROLES
-from ..errors import SpecsigError
+from ..errors import SpecsigError, StoreError
 from ..signature import Signature, compute_signature, feature_names, resample_depth
 from ..spectral import METRICS
 from ..store import SignatureStore, resolve_store
@@ -65,6 +65,10 @@ def _signature(model, metric, kwargs):
 def _signature_or_error(model, metric, kwargs, on_error):
     try:
         return _signature(model, metric, kwargs)
+    except StoreError:
+        # A broken or unwritable store is not this model's fault: every
+        # other model would fail the same way, each with its NaN row.
+        raise
     except (SpecsigError, OSError, ValueError, RuntimeError) as exc:
         if on_error == "raise":
             raise
@@ -75,7 +79,8 @@ def sign_models(models, metric, kwargs, n_jobs, on_error):
     """Signatures of ``models`` through joblib, in order.
 
     With ``on_error="warn"`` a model that cannot be read gives its exception
-    in place of a Signature; with ``"raise"`` the first one is raised.
+    in place of a Signature; with ``"raise"`` the first one is raised.  A
+    :class:`~sklearn_specsig.errors.StoreError` is raised in either mode.
     joblib's active backend is used, so ``joblib.parallel_config(
     backend="dask")`` runs this on a Dask cluster unchanged.
     """
@@ -122,7 +127,9 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         Show a progress bar over each model's matrices.
     on_error : {"raise", "warn"}, default="raise"
         What a model that cannot be read does: raise, or warn and give a
-        row of NaN while the other models are computed (and cached).
+        row of NaN while the other models are computed (and cached).  A
+        store that cannot be opened or written
+        (:class:`~sklearn_specsig.errors.StoreError`) raises in either mode.
 
     Attributes
     ----------
