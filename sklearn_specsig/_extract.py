@@ -93,7 +93,9 @@ def _from_store(store, stat_key, settings):
     if model is None:
         return None
     keys = [row[4] for row in model["entries"]]
-    found = store.get_spectra(keys)
+    # Damaged spectra make this a miss; the per-tensor lookups that follow
+    # warn about them, once.
+    found, _ = store._read_spectra(keys)
     if len(found) != len(set(keys)):
         return None
     return {

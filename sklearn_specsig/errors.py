@@ -54,3 +54,7 @@ class DownloadError(SpecsigError, ConnectionError):
 class SpectralWarning(UserWarning):
     """A metric is undefined for a matrix (rank-deficient, all zeros, ...)
     and was set to NaN."""
+
+
+class StoreWarning(UserWarning):
+    """Stored spectra failed their checksum and are being recomputed."""

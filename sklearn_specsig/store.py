@@ -19,7 +19,9 @@ library, so its product, the spectrum of every matrix, is kept on disk:
 
 SQLite gives atomic transactions: a process killed mid-write leaves the
 previous state, and WAL mode lets several processes (joblib workers) read
-and write one file at once.
+and write one file at once.  SQLite does not checksum its pages, so each
+spectrum's blob ends with a CRC-32 of its eigenvalues: a flipped bit in a
+stored spectrum is detected on reading and the matrix is solved again.
 """
 
 import hashlib
@@ -28,11 +30,13 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError, StoreVersionError
+from .errors import StoreError, StoreVersionError, StoreWarning
 
 __all__ = ["FORMAT_VERSION", "SignatureStore", "default_cache_dir", "resolve_store"]
 
@@ -86,6 +90,32 @@ def _digest(*parts):
         h.update(part if isinstance(part, bytes) else str(part).encode())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+_CRC = np.dtype("<u4")
+
+
+def _encode_spectrum(eigenvalues):
+    data = np.asarray(eigenvalues, dtype="<f4").tobytes()
+    return data + np.array([zlib.crc32(data)], dtype=_CRC).tobytes()
+
+
+def _decode_spectrum(n, blob):
+    """Float32 eigenvalues of a stored blob, or None if it is damaged.
+
+    A blob of exactly ``4 * n`` bytes predates the checksum and is accepted
+    as it is (there is nothing to check it against).
+    """
+    blob = bytes(blob)
+    if len(blob) == 4 * n + _CRC.itemsize:
+        data, crc = blob[:-_CRC.itemsize], np.frombuffer(blob[-_CRC.itemsize:], _CRC)[0]
+        if zlib.crc32(data) != crc:
+            return None
+    elif len(blob) == 4 * n:
+        data = blob
+    else:
+        return None
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
 
 
 class SignatureStore:
@@ -208,10 +238,25 @@ class SignatureStore:
         Returns
         -------
         dict of str to ndarray
-            The keys found, each with its float32 eigenvalues.
+            The keys found, each with its float32 eigenvalues.  A spectrum
+            whose checksum fails is left out, with a
+            :class:`~sklearn_specsig.errors.StoreWarning`.
         """
+        found, damaged = self._read_spectra(keys)
+        if damaged:
+            warnings.warn(
+                f"{len(damaged)} spectra in the signature store {self.path} failed "
+                "their checksum (the file was damaged on disk); they are not used, "
+                "and extraction solves those matrices again and replaces them.",
+                StoreWarning,
+                stacklevel=2,
+            )
+        return found
+
+    def _read_spectra(self, keys):
+        """``(found, damaged keys)``, without warning."""
         keys = list(keys)
-        found = {}
+        found, damaged = {}, []
         # SQLite caps the number of bound parameters per statement.
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
@@ -221,11 +266,12 @@ class SignatureStore:
                 chunk,
             )
             for key, n, blob in rows:
-                eig = np.frombuffer(blob, dtype="<f4")
-                if eig.size != n:  # pragma: no cover - guarded by transactions
-                    continue
-                found[key] = eig.astype(np.float32)
-        return found
+                eig = _decode_spectrum(n, blob)
+                if eig is None:
+                    damaged.append(key)
+                else:
+                    found[key] = eig
+        return found, damaged
 
     def put_spectra(self, spectra):
         """Store spectra, in one transaction.
@@ -233,16 +279,20 @@ class SignatureStore:
         Parameters
         ----------
         spectra : dict of str to array-like
-            Spectrum key to eigenvalues (stored as little-endian float32).
+            Spectrum key to eigenvalues (stored as little-endian float32,
+            followed by their CRC-32).
         """
         now = time.time()
         rows = [
-            (key, int(np.size(eig)), np.asarray(eig, dtype="<f4").tobytes(), now)
+            (key, int(np.size(eig)), _encode_spectrum(eig), now)
             for key, eig in spectra.items()
         ]
         if rows:
+            # REPLACE, not IGNORE: a key's value is fixed by its content
+            # hash, so replacing is a no-op for a good row and repairs one
+            # that failed its checksum.
             self._execute(
-                "INSERT OR IGNORE INTO spectra VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO spectra VALUES (?, ?, ?, ?)",
                 rows,
                 write=True,
                 many=True,
@@ -325,7 +375,8 @@ class SignatureStore:
         }
 
     def verify(self):
-        """Check the store file for damage with SQLite's integrity check.
+        """Check the store for damage: SQLite's integrity check, then every
+        spectrum's checksum.
 
         A damaged store is only a lost cache: :meth:`clear` deletes it and
         the next extraction rebuilds what it needs.
@@ -333,7 +384,8 @@ class SignatureStore:
         Raises
         ------
         StoreError
-            The file is damaged (the message lists what SQLite found), or
+            The file is damaged: SQLite's integrity check fails (the message
+            lists what it found) or stored spectra fail their CRC-32.  Or
             there is no store file at this path.
 
         Examples
@@ -352,6 +404,14 @@ class SignatureStore:
                 "store is created on first use, so there is nothing to verify)."
             )
         problems = [row[0] for row in self._execute("PRAGMA integrity_check")]
+        if problems == ["ok"]:
+            damaged = [
+                key
+                for key, n, blob in self._execute("SELECT key, n, eigenvalues FROM spectra")
+                if _decode_spectrum(n, blob) is None
+            ]
+            if damaged:
+                problems = [f"{len(damaged)} spectra fail their checksum"]
         if problems != ["ok"]:
             raise StoreError(
                 f"The signature store {self.path} is damaged: "

@@ -19,7 +19,7 @@ from _checkpoint_factories import llama_dir, llama_tensors
 from joblib import Parallel, delayed
 
 from sklearn_specsig import compute_signature
-from sklearn_specsig.errors import StoreError, StoreVersionError
+from sklearn_specsig.errors import StoreError, StoreVersionError, StoreWarning
 from sklearn_specsig.store import FORMAT_VERSION, SignatureStore
 
 
@@ -66,11 +66,13 @@ def test_sigkill_mid_write_leaves_a_readable_store(tmp_path):
     store = SignatureStore(tmp_path)
     rows = sqlite3.connect(store.path).execute("SELECT key, n, length(eigenvalues) FROM spectra").fetchall()
     assert len(rows) >= 15
-    assert all(n == 20000 and size == 80000 for _, n, size in rows)
+    assert all(n == 20000 and size == 80000 + 4 for _, n, size in rows)  # + CRC-32
     # Each transaction wrote 5 entries: never a partial transaction.
     batches = {key.split("-")[0] for key, _, _ in rows}
     assert len(rows) == 5 * len(batches)
+    store.verify()  # pages and every checksum
     got = store.get_spectra(key for key, _, _ in rows)
+    assert len(got) == len(rows)
     assert all(np.all(v == float(k[1:].split("-")[0])) for k, v in got.items())
 
 
@@ -135,7 +137,7 @@ def test_sigkill_mid_extraction_keeps_finished_spectra_for_the_rerun(tmp_path, c
     assert kept["models"] == 0
     assert 10 <= kept["spectra"] < n_matrices
     rows = sqlite3.connect(store.path).execute("SELECT n, length(eigenvalues) FROM spectra").fetchall()
-    assert all(size == 4 * n and n == 8 for n, size in rows)
+    assert all(size == 4 * n + 4 and n == 8 for n, size in rows)  # + CRC-32
 
     n_before = count_solves()
     sig = compute_signature(model, cache=store, progress=False)
@@ -172,6 +174,58 @@ def test_damage_inside_a_populated_store_is_detected_and_rebuilt(tmp_path):
     store.verify()
     np.testing.assert_array_equal(rebuilt.values, expected.values)
     assert store.stats()["models"] == 1
+
+
+def test_a_flipped_bit_in_a_stored_spectrum_is_caught_and_repaired(tmp_path, count_solves):
+    # SQLite's page structure survives a flipped bit inside a blob, so only
+    # the spectrum's own CRC-32 can notice it.
+    model = llama_dir(tmp_path / "model")
+    store = SignatureStore(tmp_path / "store")
+    expected = compute_signature(model, cache=store, progress=False)
+    label = "model.layers.1.self_attn.v_proj.weight"
+    target = expected.spectra[label].astype("<f4").tobytes()
+    del store
+    path = tmp_path / "store" / "signatures.sqlite"
+    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    raw = bytearray(path.read_bytes())
+    at = raw.find(target)
+    assert at > 0 and raw.find(target, at + 1) == -1
+    raw[at + 4 * 5] ^= 0x01  # lowest mantissa bit of the 6th eigenvalue
+    path.write_bytes(bytes(raw))
+
+    store = SignatureStore(tmp_path / "store")
+    with pytest.raises(StoreError, match="1 spectra fail their checksum"):
+        store.verify()
+    n_before = count_solves()
+    with pytest.warns(StoreWarning, match="failed their checksum") as record:
+        sig = compute_signature(model, cache=store, progress=False)
+    assert len(record) == 1
+    assert count_solves() - n_before == 1
+    np.testing.assert_array_equal(sig.values, expected.values)
+    np.testing.assert_array_equal(sig.spectra[label], expected.spectra[label])
+    store.verify()  # the damaged row was replaced
+    n_before = count_solves()
+    compute_signature(model, cache=store, progress=False)
+    assert count_solves() == n_before
+
+
+def test_spectra_stored_before_checksums_are_still_read(tmp_path):
+    store = SignatureStore(tmp_path)
+    store.put_spectra({"new": np.arange(3, dtype=np.float32)})
+    with sqlite3.connect(store.path) as con:
+        con.execute(
+            "INSERT INTO spectra VALUES (?, ?, ?, ?)",
+            ("legacy", 3, np.array([1, 2, 3], "<f4").tobytes(), 0.0),
+        )
+        con.execute(
+            "INSERT INTO spectra VALUES (?, ?, ?, ?)",
+            ("short", 3, np.array([1, 2], "<f4").tobytes(), 0.0),
+        )
+    with pytest.warns(StoreWarning, match="1 spectra"):
+        got = store.get_spectra(["new", "legacy", "short"])
+    assert sorted(got) == ["legacy", "new"]
+    np.testing.assert_array_equal(got["legacy"], [1, 2, 3])
+    np.testing.assert_array_equal(got["new"], [0, 1, 2])
 
 
 def test_verify_a_path_without_a_store(tmp_path):
