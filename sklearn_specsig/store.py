@@ -405,19 +405,29 @@ class SignatureStore:
             )
         problems = [row[0] for row in self._execute("PRAGMA integrity_check")]
         if problems == ["ok"]:
-            damaged = [
-                key
-                for key, n, blob in self._execute("SELECT key, n, eigenvalues FROM spectra")
-                if _decode_spectrum(n, blob) is None
-            ]
+            damaged = self._count_damaged_spectra()
             if damaged:
-                problems = [f"{len(damaged)} spectra fail their checksum"]
+                problems = [f"{damaged} spectra fail their checksum"]
         if problems != ["ok"]:
             raise StoreError(
                 f"The signature store {self.path} is damaged: "
                 f"{'; '.join(problems[:5])}. It is only a cache: call .clear() "
                 "(or delete the file) to rebuild it."
             )
+
+    def _count_damaged_spectra(self, page=1000):
+        # Paged by rowid: a store of 100k spectra holds gigabytes of blobs.
+        damaged, last = 0, -1
+        while True:
+            rows = self._execute(
+                "SELECT rowid, n, eigenvalues FROM spectra WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (last, page),
+            )
+            if not rows:
+                return damaged
+            damaged += sum(_decode_spectrum(n, blob) is None for _, n, blob in rows)
+            last = rows[-1][0]
 
     def clear(self):
         """Delete the store file (and its WAL side files); it is rebuilt on use."""

@@ -228,6 +228,20 @@ def test_spectra_stored_before_checksums_are_still_read(tmp_path):
     np.testing.assert_array_equal(got["new"], [0, 1, 2])
 
 
+def test_verify_counts_damaged_spectra_on_every_page(tmp_path):
+    store = SignatureStore(tmp_path)
+    store.put_spectra({f"k{i}": np.full(4, i, dtype=np.float32) for i in range(2500)})
+    store.verify()
+    with sqlite3.connect(store.path) as con:
+        for key in ("k0", "k1500", "k2499"):  # first, middle and last page
+            data = con.execute("SELECT eigenvalues FROM spectra WHERE key = ?", (key,))
+            blob = bytearray(data.fetchone()[0])
+            blob[3] ^= 0x80  # the sign bit of the first eigenvalue
+            con.execute("UPDATE spectra SET eigenvalues = ? WHERE key = ?", (bytes(blob), key))
+    with pytest.raises(StoreError, match="3 spectra fail their checksum"):
+        store.verify()
+
+
 def test_verify_a_path_without_a_store(tmp_path):
     with pytest.raises(StoreError, match="no signature store"):
         SignatureStore(tmp_path / "typo").verify()
