@@ -94,7 +94,7 @@ def _from_store(store, stat_key, settings):
         return None
     keys = [row[4] for row in model["entries"]]
     # Damaged spectra make this a miss; the per-tensor lookups that follow
-    # warn about them, once.
+    # warn about them and remove them.
     found, _ = store._read_spectra(keys)
     if len(found) != len(set(keys)):
         return None

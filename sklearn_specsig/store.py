@@ -19,9 +19,16 @@ library, so its product, the spectrum of every matrix, is kept on disk:
 
 SQLite gives atomic transactions: a process killed mid-write leaves the
 previous state, and WAL mode lets several processes (joblib workers) read
-and write one file at once.  SQLite does not checksum its pages, so each
-spectrum's blob ends with a CRC-32 of its eigenvalues: a flipped bit in a
-stored spectrum is detected on reading and the matrix is solved again.
+and write one file at once.
+
+``spectrum_checksums``
+    a CRC-32 of each spectrum's eigenvalue bytes, written in the same
+    transaction.  SQLite does not checksum its pages, so a flipped bit inside
+    a stored spectrum would otherwise go unnoticed; a spectrum that fails its
+    check is removed and its matrix solved again.  The checksums live in a
+    table of their own so that the ``spectra`` rows keep the layout older
+    versions of the library read and write (rows those versions add have no
+    checksum and are read unchecked).
 """
 
 import hashlib
@@ -50,6 +57,10 @@ CREATE TABLE IF NOT EXISTS spectra (
     n INTEGER NOT NULL,
     eigenvalues BLOB NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spectrum_checksums (
+    key TEXT PRIMARY KEY,
+    crc INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS models (
     fingerprint TEXT NOT NULL,
@@ -92,30 +103,34 @@ def _digest(*parts):
     return h.hexdigest()
 
 
-_CRC = np.dtype("<u4")
+def _decode_spectrum(n, blob, crc):
+    """Float32 eigenvalues of a stored row, or None if it is damaged.
 
-
-def _encode_spectrum(eigenvalues):
-    data = np.asarray(eigenvalues, dtype="<f4").tobytes()
-    return data + np.array([zlib.crc32(data)], dtype=_CRC).tobytes()
-
-
-def _decode_spectrum(n, blob):
-    """Float32 eigenvalues of a stored blob, or None if it is damaged.
-
-    A blob of exactly ``4 * n`` bytes predates the checksum and is accepted
-    as it is (there is nothing to check it against).
+    ``crc`` is None for a row without a checksum (written by a version of
+    the library before checksums): it is accepted when its length is right.
     """
     blob = bytes(blob)
-    if len(blob) == 4 * n + _CRC.itemsize:
-        data, crc = blob[:-_CRC.itemsize], np.frombuffer(blob[-_CRC.itemsize:], _CRC)[0]
-        if zlib.crc32(data) != crc:
-            return None
-    elif len(blob) == 4 * n:
-        data = blob
-    else:
+    if len(blob) != 4 * n or (crc is not None and zlib.crc32(blob) != crc):
         return None
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+_SELECT_SPECTRA = (
+    "SELECT s.{id}, s.n, s.eigenvalues, c.crc FROM spectra AS s "
+    "LEFT JOIN spectrum_checksums AS c ON c.key = s.key "
+)
+_INSERT_SPECTRUM = "INSERT OR IGNORE INTO spectra VALUES (?, ?, ?, ?)"
+# A checksum goes in only if the stored row holds these very bytes: when
+# another writer's (or an older version's) row was there first, ours was
+# ignored and must not be checked against.
+_INSERT_CHECKSUM = (
+    "INSERT OR IGNORE INTO spectrum_checksums SELECT ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM spectra WHERE key = ? AND eigenvalues = ?)"
+)
+# Compare-and-delete: a row another process has meanwhile replaced with a
+# good one is left alone.
+_DELETE_SPECTRUM = "DELETE FROM spectra WHERE key = ? AND eigenvalues = ?"
+_DELETE_CHECKSUM = "DELETE FROM spectrum_checksums WHERE key = ? AND crc IS ?"
 
 
 class SignatureStore:
@@ -213,18 +228,28 @@ class SignatureStore:
         return conn
 
     def _execute(self, sql, params=(), *, write=False, many=False):
+        if write:
+            return self._write_many([(sql, params if many else [params])])
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._failed(exc) from exc
+
+    def _write_many(self, statements):
+        """Run ``(sql, rows)`` statements with executemany, in one transaction."""
         conn = self._connection()
         try:
-            if write:
-                with conn:
-                    run = conn.executemany if many else conn.execute
-                    return run(sql, params).fetchall()
-            return conn.execute(sql, params).fetchall()
+            with conn:
+                for sql, rows in statements:
+                    conn.executemany(sql, rows)
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"The signature store {self.path} failed ({exc}). It is only a "
-                "cache: delete the file (or call .clear()) to rebuild it."
-            ) from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc):
+        return StoreError(
+            f"The signature store {self.path} failed ({exc}). It is only a "
+            "cache: delete the file (or call .clear()) to rebuild it."
+        )
 
     # -- spectra ------------------------------------------------------------
 
@@ -239,22 +264,30 @@ class SignatureStore:
         -------
         dict of str to ndarray
             The keys found, each with its float32 eigenvalues.  A spectrum
-            whose checksum fails is left out, with a
+            that fails its checksum is left out and deleted from the store
+            (so that it is solved and stored again), with a
             :class:`~sklearn_specsig.errors.StoreWarning`.
         """
         found, damaged = self._read_spectra(keys)
         if damaged:
+            self._write_many(
+                [
+                    (_DELETE_SPECTRUM, [(key, blob) for key, blob, _ in damaged]),
+                    (_DELETE_CHECKSUM, [(key, crc) for key, _, crc in damaged]),
+                ]
+            )
             warnings.warn(
                 f"{len(damaged)} spectra in the signature store {self.path} failed "
-                "their checksum (the file was damaged on disk); they are not used, "
-                "and extraction solves those matrices again and replaces them.",
+                "their checksum (the file was damaged on disk); they were removed "
+                "and extraction solves those matrices again.",
                 StoreWarning,
                 stacklevel=2,
             )
         return found
 
     def _read_spectra(self, keys):
-        """``(found, damaged keys)``, without warning."""
+        """``(found, damaged)`` where ``damaged`` lists ``(key, blob, crc)``
+        of the rows that fail their check; no warning, no writes."""
         keys = list(keys)
         found, damaged = {}, []
         # SQLite caps the number of bound parameters per statement.
@@ -262,41 +295,33 @@ class SignatureStore:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._execute(
-                f"SELECT key, n, eigenvalues FROM spectra WHERE key IN ({marks})",
-                chunk,
+                _SELECT_SPECTRA.format(id="key") + f"WHERE s.key IN ({marks})", chunk
             )
-            for key, n, blob in rows:
-                eig = _decode_spectrum(n, blob)
+            for key, n, blob, crc in rows:
+                eig = _decode_spectrum(n, blob, crc)
                 if eig is None:
-                    damaged.append(key)
+                    damaged.append((key, blob, crc))
                 else:
                     found[key] = eig
         return found, damaged
 
     def put_spectra(self, spectra):
-        """Store spectra, in one transaction.
+        """Store spectra with their checksums, in one transaction.
 
         Parameters
         ----------
         spectra : dict of str to array-like
-            Spectrum key to eigenvalues (stored as little-endian float32,
-            followed by their CRC-32).
+            Spectrum key to eigenvalues (stored as little-endian float32).
+            A key already stored keeps its first value.
         """
         now = time.time()
-        rows = [
-            (key, int(np.size(eig)), _encode_spectrum(eig), now)
-            for key, eig in spectra.items()
-        ]
+        rows, checks = [], []
+        for key, eig in spectra.items():
+            blob = np.asarray(eig, dtype="<f4").tobytes()
+            rows.append((key, int(np.size(eig)), blob, now))
+            checks.append((key, zlib.crc32(blob), key, blob))
         if rows:
-            # REPLACE, not IGNORE: a key's value is fixed by its content
-            # hash, so replacing is a no-op for a good row and repairs one
-            # that failed its checksum.
-            self._execute(
-                "INSERT OR REPLACE INTO spectra VALUES (?, ?, ?, ?)",
-                rows,
-                write=True,
-                many=True,
-            )
+            self._write_many([(_INSERT_SPECTRUM, rows), (_INSERT_CHECKSUM, checks)])
 
     # -- models ---------------------------------------------------------------
 
@@ -381,6 +406,13 @@ class SignatureStore:
         A damaged store is only a lost cache: :meth:`clear` deletes it and
         the next extraction rebuilds what it needs.
 
+        Returns
+        -------
+        dict
+            ``{"spectra": n, "unchecked": k}``: the stored spectra, and how
+            many of them have no checksum (written by a version of the
+            library before checksums), so could only be checked for length.
+
         Raises
         ------
         StoreError
@@ -391,12 +423,13 @@ class SignatureStore:
         Examples
         --------
         >>> import tempfile
+        >>> import numpy as np
         >>> from sklearn_specsig import SignatureStore
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     store = SignatureStore(folder)
-        ...     store.stats()["spectra"]
+        ...     store.put_spectra({"abc": np.array([1.0, 2.0], dtype=np.float32)})
         ...     store.verify()
-        0
+        {'spectra': 1, 'unchecked': 0}
         """
         if not self.path.is_file():
             raise StoreError(
@@ -405,28 +438,33 @@ class SignatureStore:
             )
         problems = [row[0] for row in self._execute("PRAGMA integrity_check")]
         if problems == ["ok"]:
-            damaged = self._count_damaged_spectra()
-            if damaged:
-                problems = [f"{damaged} spectra fail their checksum"]
+            counts = self._check_spectra()
+            if counts["damaged"]:
+                problems = [f"{counts['damaged']} spectra fail their checksum"]
         if problems != ["ok"]:
             raise StoreError(
                 f"The signature store {self.path} is damaged: "
                 f"{'; '.join(problems[:5])}. It is only a cache: call .clear() "
                 "(or delete the file) to rebuild it."
             )
+        return {"spectra": counts["spectra"], "unchecked": counts["unchecked"]}
 
-    def _count_damaged_spectra(self, page=1000):
+    def _check_spectra(self, page=200):
         # Paged by rowid: a store of 100k spectra holds gigabytes of blobs.
-        damaged, last = 0, -1
+        counts = dict.fromkeys(("spectra", "damaged", "unchecked"), 0)
+        last = -1
         while True:
             rows = self._execute(
-                "SELECT rowid, n, eigenvalues FROM spectra WHERE rowid > ? "
-                "ORDER BY rowid LIMIT ?",
+                _SELECT_SPECTRA.format(id="rowid")
+                + "WHERE s.rowid > ? ORDER BY s.rowid LIMIT ?",
                 (last, page),
             )
             if not rows:
-                return damaged
-            damaged += sum(_decode_spectrum(n, blob) is None for _, n, blob in rows)
+                return counts
+            for _, n, blob, crc in rows:
+                counts["spectra"] += 1
+                counts["damaged"] += _decode_spectrum(n, blob, crc) is None
+                counts["unchecked"] += crc is None
             last = rows[-1][0]
 
     def clear(self):

@@ -66,11 +66,12 @@ def test_sigkill_mid_write_leaves_a_readable_store(tmp_path):
     store = SignatureStore(tmp_path)
     rows = sqlite3.connect(store.path).execute("SELECT key, n, length(eigenvalues) FROM spectra").fetchall()
     assert len(rows) >= 15
-    assert all(n == 20000 and size == 80000 + 4 for _, n, size in rows)  # + CRC-32
+    assert all(n == 20000 and size == 80000 for _, n, size in rows)
     # Each transaction wrote 5 entries: never a partial transaction.
     batches = {key.split("-")[0] for key, _, _ in rows}
     assert len(rows) == 5 * len(batches)
-    store.verify()  # pages and every checksum
+    # Every spectrum has its checksum: they are written in one transaction.
+    assert store.verify() == {"spectra": len(rows), "unchecked": 0}
     got = store.get_spectra(key for key, _, _ in rows)
     assert len(got) == len(rows)
     assert all(np.all(v == float(k[1:].split("-")[0])) for k, v in got.items())
@@ -137,7 +138,7 @@ def test_sigkill_mid_extraction_keeps_finished_spectra_for_the_rerun(tmp_path, c
     assert kept["models"] == 0
     assert 10 <= kept["spectra"] < n_matrices
     rows = sqlite3.connect(store.path).execute("SELECT n, length(eigenvalues) FROM spectra").fetchall()
-    assert all(size == 4 * n + 4 and n == 8 for n, size in rows)  # + CRC-32
+    assert all(size == 4 * n and n == 8 for n, size in rows)
 
     n_before = count_solves()
     sig = compute_signature(model, cache=store, progress=False)
@@ -203,16 +204,17 @@ def test_a_flipped_bit_in_a_stored_spectrum_is_caught_and_repaired(tmp_path, cou
     assert count_solves() - n_before == 1
     np.testing.assert_array_equal(sig.values, expected.values)
     np.testing.assert_array_equal(sig.spectra[label], expected.spectra[label])
-    store.verify()  # the damaged row was replaced
+    assert store.verify()["unchecked"] == 0  # the damaged row was stored anew
     n_before = count_solves()
     compute_signature(model, cache=store, progress=False)
     assert count_solves() == n_before
 
 
-def test_spectra_stored_before_checksums_are_still_read(tmp_path):
+def test_rows_without_a_checksum_are_read_and_bad_rows_removed(tmp_path):
     store = SignatureStore(tmp_path)
     store.put_spectra({"new": np.arange(3, dtype=np.float32)})
     with sqlite3.connect(store.path) as con:
+        # What a version before checksums writes: a row and no checksum.
         con.execute(
             "INSERT INTO spectra VALUES (?, ?, ?, ?)",
             ("legacy", 3, np.array([1, 2, 3], "<f4").tobytes(), 0.0),
@@ -221,11 +223,55 @@ def test_spectra_stored_before_checksums_are_still_read(tmp_path):
             "INSERT INTO spectra VALUES (?, ?, ?, ?)",
             ("short", 3, np.array([1, 2], "<f4").tobytes(), 0.0),
         )
-    with pytest.warns(StoreWarning, match="1 spectra"):
-        got = store.get_spectra(["new", "legacy", "short"])
+        con.execute(
+            "INSERT INTO spectra VALUES (?, ?, ?, ?)",
+            ("bad-crc", 2, np.array([1, 2], "<f4").tobytes(), 0.0),
+        )
+        con.execute("INSERT INTO spectrum_checksums VALUES ('bad-crc', 12345)")
+    with pytest.raises(StoreError, match="2 spectra fail their checksum"):
+        store.verify()
+    with pytest.warns(StoreWarning, match="2 spectra"):
+        got = store.get_spectra(["new", "legacy", "short", "bad-crc"])
     assert sorted(got) == ["legacy", "new"]
     np.testing.assert_array_equal(got["legacy"], [1, 2, 3])
     np.testing.assert_array_equal(got["new"], [0, 1, 2])
+    # The damaged rows are gone, so storing them again takes.
+    assert store.verify() == {"spectra": 2, "unchecked": 1}
+    store.put_spectra({"short": np.ones(3, dtype=np.float32)})
+    np.testing.assert_array_equal(store.get_spectra(["short"])["short"], [1, 1, 1])
+    assert store.verify() == {"spectra": 3, "unchecked": 1}
+
+
+def test_older_versions_read_and_write_a_store_with_checksums(tmp_path):
+    # The SQL of the version before checksums (c826605), run on a new store:
+    # its rows must be whole float32 blobs of n values, and its writes must
+    # still work and be read back by this version.
+    store = SignatureStore(tmp_path)
+    store.put_spectra({"a": np.array([1.0, 2.0, 4.0], dtype=np.float32)})
+    with sqlite3.connect(store.path) as con:
+        ((_, n, blob),) = con.execute("SELECT key, n, eigenvalues FROM spectra")
+        assert np.frombuffer(blob, dtype="<f4").size == n == 3
+        con.execute(
+            "INSERT OR IGNORE INTO spectra VALUES (?, ?, ?, ?)",
+            ("old", 2, np.array([5, 6], "<f4").tobytes(), 0.0),
+        )
+    np.testing.assert_array_equal(store.get_spectra(["old"])["old"], [5, 6])
+    assert store.verify() == {"spectra": 2, "unchecked": 1}
+
+
+def test_a_checksum_is_only_added_to_the_row_it_was_computed_for(tmp_path):
+    # Another writer's row came first (slightly different last bits): ours
+    # is ignored, and so must our checksum be, or the good row would fail.
+    store = SignatureStore(tmp_path)
+    store.stats()  # creates the tables
+    with sqlite3.connect(store.path) as con:
+        con.execute(
+            "INSERT INTO spectra VALUES ('k', 2, ?, 0.0)",
+            (np.array([1.0, 2.0], "<f4").tobytes(),),
+        )
+    store.put_spectra({"k": np.array([1.0, 2.0000002], dtype=np.float32)})
+    np.testing.assert_array_equal(store.get_spectra(["k"])["k"], [1.0, 2.0])
+    assert store.verify() == {"spectra": 1, "unchecked": 1}
 
 
 def test_verify_counts_damaged_spectra_on_every_page(tmp_path):

@@ -135,11 +135,12 @@ class _ArrayReader(GGUFReader):
     gguf parses the metadata one value at a time, two slices per string, so
     a 49k-token vocabulary with its 49k merges costs ~250k slices.  Slicing
     an ``np.memmap`` builds a new memmap subclass each time (its
-    ``__array_finalize__`` dominated the profile); a plain view of the same
-    mapping parses SmolLM2-135M's metadata 2.7x faster (2.4 s against 6.5 s)
-    with identical fields and tensors (``tests/test_checkpoints.py`` and
-    ``tests/test_real_weights.py`` compare them part for part).  The view
-    keeps the mapping alive through its ``base``.
+    ``__array_finalize__`` dominated the profile).  A plain view of the same
+    mapping gives identical fields and tensors (``tests/test_checkpoints.py``
+    and ``tests/test_real_weights.py`` compare them part for part), faster:
+    on a 2-core AMD EPYC, gguf's parse of SmolLM2-135M's Q4_1 file went
+    from 6.5 s to 2.4 s, and opening the checkpoint from 8.4 s to 2.5 s.
+    The view keeps the mapping alive through its ``base``.
     """
 
     @property
