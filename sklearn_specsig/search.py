@@ -6,7 +6,8 @@ module similarity (paper Eq. 2) every stored module row is ranked, centred
 and scaled to unit norm *once*, at :meth:`SignatureIndex.fit`; a query is
 then ranked the same way and scored against a chunk of the store by two
 matrix products (sum of correlations, number of comparable rows), and the
-best ``k`` of each chunk are kept with :func:`numpy.argpartition`.  Scores
+best ``k`` so far are kept chunk by chunk (ties by lowest index, whatever
+numpy's selection algorithm does with them).  Scores
 equal :func:`sklearn_specsig.kernels.spearman_similarity` exactly (same
 ranking code, same NaN rules).
 """
@@ -20,6 +21,7 @@ from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._topk import select_top_k, top_k
 from .kernels import _ranked_rows, pairwise_similarity
 from .signature import check_n_modules
 
@@ -65,8 +67,8 @@ class SignatureIndex(BaseEstimator):
     n_features_in_ + n_modules)`` matrix of normalised ranks and usable-row
     flags besides ``X_fit_``: for 100,000 signatures of 7 x 32, 185 MB
     (and 179 MB for ``X_fit_``).  Neighbours are returned
-    most similar first; ties are ordered by index, except that which of
-    several signatures tied at the k-th place is kept is unspecified.
+    most similar first; exact ties go to the lowest index, at the k-th
+    place too (whatever the chunking).
     Stored signatures with no module row comparable to the query (NaN
     similarity) come last, with NaN similarity.
 
@@ -179,9 +181,10 @@ class SignatureIndex(BaseEstimator):
         n_q = X.shape[0]
         sims = np.empty((n_q, k))
         inds = np.empty((n_q, k), dtype=np.intp)
-        # Query blocks: about three float64 (block, chunk) temporaries.
+        # Query blocks: about eight 8-byte (block, chunk) temporaries (scores,
+        # the merged candidates, and select_top_k's keys and masks).
         budget = get_config()["working_memory"] * 2**20
-        q_step = max(1, int(budget // (3 * 8 * self.chunk_size)))
+        q_step = max(1, int(budget // (8 * 8 * self.chunk_size)))
         for qrows in gen_batches(n_q, q_step):
             Q = X[qrows]
             QR = None
@@ -190,31 +193,22 @@ class SignatureIndex(BaseEstimator):
                 f = RQ.shape[1]
                 QR = np.zeros((2 * len(Q), f + self.n_modules))
                 QR[: len(Q), :f], QR[len(Q):, f:] = RQ, VQ
-            best_s = np.full((Q.shape[0], 0), -np.inf)
-            best_i = np.empty((Q.shape[0], 0), dtype=np.intp)
+            # The running best k, kept in index order so that a merge with
+            # the next chunk (whose indices are all higher) is in index
+            # order too, and select_top_k breaks ties by index.
+            best_s = np.empty((len(Q), 0))
+            best_i = np.empty((len(Q), 0), dtype=np.intp)
             for rows in gen_batches(self.n_samples_fit_, self.chunk_size):
                 S = self._scores(Q, QR, rows)
-                S = np.where(np.isnan(S), -np.inf, S)
                 idx = np.broadcast_to(np.arange(rows.start, rows.stop), S.shape)
-                if S.shape[1] > k:  # keep this chunk's best k only
-                    part = np.argpartition(-S, k - 1, axis=1)[:, :k]
-                    S = np.take_along_axis(S, part, axis=1)
-                    idx = part + rows.start
                 cand_s = np.concatenate([best_s, S], axis=1)
                 cand_i = np.concatenate([best_i, idx], axis=1)
                 if cand_s.shape[1] > k:
-                    part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-                    cand_s = np.take_along_axis(cand_s, part, axis=1)
-                    cand_i = np.take_along_axis(cand_i, part, axis=1)
+                    keep = select_top_k(cand_s, k)
+                    cand_s = np.take_along_axis(cand_s, keep, axis=1)
+                    cand_i = np.take_along_axis(cand_i, keep, axis=1)
                 best_s, best_i = cand_s, cand_i
-            # Most similar first, ties by index.
-            by_index = np.argsort(best_i, axis=1)
-            best_s = np.take_along_axis(best_s, by_index, axis=1)
-            best_i = np.take_along_axis(best_i, by_index, axis=1)
-            order = np.argsort(-best_s, axis=1, kind="stable")
-            best_s = np.take_along_axis(best_s, order, axis=1)
-            sims[qrows] = np.where(np.isneginf(best_s), np.nan, best_s)
-            inds[qrows] = np.take_along_axis(best_i, order, axis=1)
+            sims[qrows], inds[qrows] = top_k(best_s, k, index=best_i)
         return (sims, inds) if return_similarity else inds
 
     def __sklearn_tags__(self):

@@ -7,12 +7,14 @@ Z).  Estimators see signatures flattened module-major: feature
 """
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .architectures import ROLES
-from .spectral import compute_metric
+from .errors import SpectralWarning
+from .spectral import METRICS, compute_metric
 
 __all__ = [
     "Signature",
@@ -129,6 +131,59 @@ class Signature:
             entries=self.entries,
             source=self.source,
         )
+
+    def undefined_matrices(self):
+        """Matrices that are there but whose metric is undefined, and why.
+
+        A role the architecture lacks (GPT-2 has no ``gate``) has no matrix
+        and is not listed: its NaN row is by design.  See
+        :meth:`missing_layers` for a role found at some layers only.
+
+        Returns
+        -------
+        dict of str to str
+            Tensor label -> the reason its value is NaN (the text of the
+            :class:`~sklearn_specsig.errors.SpectralWarning` the metric
+            gives, e.g. a rank below N/2 or non-finite weights).
+        """
+        metric = self.metric if self.metric in METRICS else None
+        reasons = {}
+        for entry in self.entries:
+            eig = self.spectra[entry.label]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SpectralWarning)
+                if metric is None:  # a callable metric: only NaN weights can be told
+                    value = np.nan if np.isnan(eig).any() else 0.0
+                else:
+                    value = compute_metric(metric, eig, name=entry.label)
+            if math.isnan(value):
+                said = [str(w.message) for w in caught if issubclass(w.category, SpectralWarning)]
+                reasons[entry.label] = (
+                    "; ".join(dict.fromkeys(said))
+                    or f"{self.metric} is NaN for {entry.label}"
+                )
+        return reasons
+
+    def missing_layers(self):
+        """Layers without a matrix, for roles that have matrices elsewhere.
+
+        A role found in some blocks but not in others means that the
+        checkpoint, or its naming scheme, left those blocks out.
+
+        Returns
+        -------
+        dict of str to list of int
+            Role -> the layers where it has no matrix; roles complete (or
+            absent from every layer) are not listed.
+        """
+        layers = {}
+        for entry in self.entries:
+            layers.setdefault(entry.role, set()).add(entry.layer)
+        return {
+            role: [layer for layer in range(self.n_layers) if layer not in found]
+            for role, found in layers.items()
+            if len(found) < self.n_layers
+        }
 
     def flatten(self, n_layers=None):
         """The 1-D feature vector of DESIGN.md, optionally depth-resampled.

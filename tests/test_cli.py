@@ -59,6 +59,8 @@ def test_demo_prints_the_right_lineage_table(tmp_path):
         capture_output=True, text=True, check=False, timeout=600,
     )
     assert result.returncode == 0, result.stderr
+    # The zoo holds GPT-2 models, which have no gate by design: not news.
+    assert "note:" not in result.stderr, result.stderr
     rows = _lineage_rows(result.stdout)
     assert len(rows) == 8
     for model, true_family, predicted, similarity, pvalue, correct in rows:
@@ -265,3 +267,21 @@ def test_demo_on_real_weights(capsys, tmp_path):
     assert len(rows) == 4 and all(r[-1] == "yes" for r in rows)
     permuted = [r for r in rows if r[0].endswith("-permuted")]
     assert len(permuted) == 2 and all(float(r[3]) == 1.0 for r in permuted)
+
+
+def test_signature_notes_name_undefined_matrices_and_missing_layers(capsys, tmp_path):
+    import torch
+
+    from tests._checkpoint_factories import llama_dir, llama_tensors
+
+    tensors = llama_tensors(n_layers=3)
+    q = "model.layers.1.self_attn.q_proj.weight"
+    tensors[q] = torch.outer(torch.arange(1.0, 9.0), torch.ones(8))  # rank 1 < N/2
+    del tensors["model.layers.2.mlp.gate_proj.weight"]
+    model = llama_dir(tmp_path / "m", tensors, num_hidden_layers=3)
+    code, _, err = run(capsys, "signature", model, "--cache", tmp_path / "c", "--no-progress")
+    assert code == 0
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert len(notes) == 2, err
+    assert q in notes[0] and "rank below N/2" in notes[0]
+    assert "no gate matrix was found at layer(s) [2]" in notes[1]

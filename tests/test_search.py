@@ -22,9 +22,11 @@ def _signatures(rng, n, n_modules=7, n_layers=12):
 
 
 def _assert_topk(sim, ind, S, k):
-    """Top-k of brute-force S, robust to exact ties at the k-th place."""
+    """Top-k of brute-force S: a stable sort, so exact ties by lowest index."""
     filled = np.where(np.isnan(S), -np.inf, S)
-    expected = np.take_along_axis(filled, np.argsort(-filled, axis=1, kind="stable"), axis=1)
+    order = np.argsort(-filled, axis=1, kind="stable")
+    expected = np.take_along_axis(filled, order, axis=1)
+    np.testing.assert_array_equal(ind, order[:, :k])
     np.testing.assert_allclose(np.nan_to_num(sim, nan=-np.inf), expected[:, :k], rtol=0,
                                atol=1e-12)
     # Each index holds the similarity reported for it, each at most once.

@@ -114,3 +114,27 @@ def test_resample_depth():
     with pytest.raises(ValueError, match="positive int"):
         resample_depth(row, 0)
     assert math.isclose(resample_depth(np.array([[2.0, 4.0]]), 1)[0, 0], 3.0)
+
+
+def test_undefined_matrices_and_missing_layers(tmp_path):
+    import torch
+
+    from sklearn_specsig import compute_signature
+    from tests._checkpoint_factories import llama_dir, llama_tensors
+
+    tensors = llama_tensors(n_layers=3)
+    zero = "model.layers.0.mlp.down_proj.weight"
+    tensors[zero] = torch.zeros_like(tensors[zero])
+    del tensors["model.layers.1.self_attn.k_proj.weight"]
+    with pytest.warns(SpectralWarning, match="rank below N/2"):
+        sig = compute_signature(llama_dir(tmp_path / "m", tensors, num_hidden_layers=3),
+                                cache=None, progress=False)
+    undefined = sig.undefined_matrices()
+    assert list(undefined) == [zero]
+    assert "rank below N/2" in undefined[zero] and zero in undefined[zero]
+    assert sig.missing_layers() == {"k": [1]}
+    # Every NaN cell is accounted for by one of the two.
+    nan_cells = {(sig.roles[r], layer) for r, layer in zip(*np.nonzero(np.isnan(sig.values)))}
+    assert nan_cells == {("down", 0), ("k", 1)}
+    with pytest.warns(SpectralWarning, match="all zeros"):
+        assert sig.with_metric("log_norm").undefined_matrices().keys() == {zero}

@@ -56,11 +56,7 @@ def sign(models, args, *, need_common_depth=True):
             continue
         ids.append(name)
         signatures.append(result)
-        undefined = [r for r, row in zip(ROLES, result.values) if np.isnan(row).any()]
-        if undefined:
-            print(f"specsig: note: {name}: {args.metric} is undefined (NaN) for some layers of "
-                  f"{', '.join(undefined)} (a module the architecture lacks, or rank-deficient, "
-                  "all-zero or non-finite weights)", file=sys.stderr)
+        _note_nan_cells(name, result)
     if not signatures:
         raise ValueError("no model could be read; see the messages above.")
     if need_common_depth:
@@ -71,6 +67,25 @@ def sign(models, args, *, need_common_depth=True):
                 "resample them onto a common relative-depth grid."
             )
     return ids, signatures, failed
+
+
+#: Undefined matrices named per model before the rest are counted.
+_NOTES_SHOWN = 5
+
+
+def _note_nan_cells(name, signature):
+    """Say which NaN cells a user can act on: a matrix that is there but
+    undefined (named, with the reason), or a role missing from some blocks.
+    A role the architecture lacks altogether (GPT-2's gate) is not news."""
+    undefined = signature.undefined_matrices()
+    for reason in list(undefined.values())[:_NOTES_SHOWN]:
+        print(f"specsig: note: {name}: {reason}", file=sys.stderr)
+    if len(undefined) > _NOTES_SHOWN:
+        print(f"specsig: note: {name}: and {len(undefined) - _NOTES_SHOWN} more matrices "
+              "with an undefined value", file=sys.stderr)
+    for role, layers in signature.missing_layers().items():
+        print(f"specsig: note: {name}: no {role} matrix was found at layer(s) "
+              f"{layers}; those cells are NaN", file=sys.stderr)
 
 
 def flatten(signatures, n_layers):

@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._topk import top_k
 from ..kernels import pairwise_similarity
 from ..provenance import empirical_pvalue, null_similarities
 from ..signature import check_n_modules
@@ -432,10 +433,10 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
         P = self._pvalues(S)
         n_q, n_c = S.shape
         k = n_c if n_families is None else max(1, min(int(n_families), n_c))
-        order = np.argsort(-np.where(np.isnan(S), -np.inf, S), axis=1, kind="stable")[:, :k]
+        sims, order = top_k(S, k)
         rows = np.repeat(np.arange(n_q), k)
         cols = order.ravel()
-        sims = S[rows, cols]
+        sims = sims.ravel()
         queries = np.asarray(index)[rows] if index is not None else rows
         accepted = (np.ones(sims.shape, dtype=bool) if self.threshold is None
                     else sims >= self.threshold)
