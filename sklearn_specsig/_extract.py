@@ -7,18 +7,22 @@ content before anything is solved, and every finished batch of spectra is
 committed at once, so an interrupted extraction keeps its work.
 """
 
+import functools
+import hashlib
 import queue
 import threading
 import warnings
 from collections import defaultdict
+from pathlib import Path
 
 import blake3
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .architectures import resolve_architecture
-from .checkpoints import open_checkpoint
+from . import __version__
+from .architectures import resolve_architecture, schemes_in_force
+from .checkpoints import locate_checkpoint
 from .errors import CheckpointFormatError, SpectralWarning
 from .spectral import resolve_device, spectra
 from .store import FORMAT_VERSION, _digest, resolve_store
@@ -84,6 +88,38 @@ def _settings(precision):
     return f"format={FORMAT_VERSION};precision={precision}"
 
 
+@functools.cache
+def _code_digest():
+    """The library's version and a digest of its source files.
+
+    Part of the quick memo's key: a changed naming scheme, reader or split
+    rule (a new release, or a developer's edit) must not reuse a mapping
+    decided by the old code.  None when the source cannot be read (a
+    zipped install): the quick memo is then not used.
+    """
+    root = Path(__file__).resolve().parent
+    try:
+        sources = sorted(root.rglob("*.py"))
+        parts = [__version__] + [
+            f"{p.relative_to(root)}:{hashlib.blake2b(p.read_bytes()).hexdigest()}"
+            for p in sources
+        ]
+    except OSError:
+        return None
+    return _digest(*parts) if sources else None
+
+
+def _quick_key(store, location, settings, scheme):
+    """Memo key decided before any weight file is parsed: the files' stats,
+    the settings, the library (version and source) and the naming schemes
+    in force.  None when it cannot be made."""
+    code = _code_digest()
+    if code is None:
+        return None
+    extra = f"quick;{settings};{code};{schemes_in_force(scheme)}"
+    return store.stat_key(location.file_stats(), extra=extra)
+
+
 def _from_store(store, stat_key, settings):
     """A complete stored extraction for unchanged files, or None."""
     fingerprint = store.get_source(stat_key)
@@ -93,9 +129,9 @@ def _from_store(store, stat_key, settings):
     if model is None:
         return None
     keys = [row[4] for row in model["entries"]]
-    # Damaged spectra make this a miss; the per-tensor lookups that follow
-    # warn about them and remove them.
-    found, _ = store._read_spectra(keys)
+    # A damaged spectrum makes this a miss: get_spectra warns and removes
+    # it, and the extraction that follows solves that matrix again.
+    found = store.get_spectra(keys)
     if len(found) != len(set(keys)):
         return None
     return {
@@ -105,6 +141,12 @@ def _from_store(store, stat_key, settings):
         "entries": [row[:4] for row in model["entries"]],
         "spectra": {row[0]: found[row[4]] for row in model["entries"]},
     }
+
+
+def _remember(store, fingerprint, *keys):
+    for key in keys:
+        if key is not None:
+            store.put_source(key, fingerprint)
 
 
 def _check_floating(tensor, name, source):
@@ -194,7 +236,16 @@ def extract_spectra(
     device = resolve_device(device)
     store = resolve_store(cache)
     settings = _settings(precision)
-    ckpt = open_checkpoint(source, revision=revision)
+    location = locate_checkpoint(source, revision=revision)
+    quick_key = stat_key = None
+    if store is not None:
+        # A full hit costs file stats and a few SQLite reads: no header, no
+        # GGUF vocabulary, no architecture resolution.
+        quick_key = _quick_key(store, location, settings, scheme)
+        cached = quick_key and _from_store(store, quick_key, settings)
+        if cached:
+            return cached
+    ckpt = location.open()
     names = ckpt.tensor_names()
     arch = resolve_architecture(
         names, ckpt.config, {n: ckpt.tensor_shape(n) for n in names}, scheme=scheme
@@ -202,11 +253,13 @@ def extract_spectra(
     plan_key = _digest(
         arch.name, *(f"{p.name}|{p.descriptor}" for p in arch.plans.values())
     )
-    stat_key = None
     if store is not None:
+        # The slower memo: unchanged files under the same mapping (the code
+        # changed, but not what it makes of this checkpoint).
         stat_key = store.stat_key(ckpt.file_stats(), extra=plan_key + settings)
         cached = _from_store(store, stat_key, settings)
         if cached is not None:
+            _remember(store, cached["fingerprint"], quick_key)
             return cached
 
     n_matrices = sum(len(p.parts) for p in arch.plans.values())
@@ -253,7 +306,7 @@ def extract_spectra(
             arch.n_layers,
             [row + [keys[row[0]]] for row in entries],
         )
-        store.put_source(stat_key, fingerprint)
+        _remember(store, fingerprint, stat_key, quick_key)
     return {
         "architecture": architecture,
         "n_layers": arch.n_layers,

@@ -353,6 +353,28 @@ def naming_scheme_context(scheme):
             _REGISTRY[scheme.name] = previous
 
 
+def schemes_in_force(scheme=None):
+    """A text that changes whenever the mapping of tensors could change.
+
+    It spells out every registered scheme in order (its fields, which are
+    plain data) and a forced ``scheme``, so that a cache of the mapping's
+    outcome (``_extract``'s quick memo) misses when a user registers,
+    replaces or forces another scheme.
+
+    Parameters
+    ----------
+    scheme : str or NamingScheme, optional
+        As :func:`resolve_architecture` takes it.
+
+    Returns
+    -------
+    str
+    """
+    forced = "" if scheme is None else (
+        repr(scheme) if isinstance(scheme, NamingScheme) else f"name:{scheme}")
+    return "|".join([forced, *map(repr, _REGISTRY.values())])
+
+
 def resolve_architecture(tensor_names, config=None, shapes=None, *, scheme=None):
     """Work out which tensors form the signature and how to split them.
 

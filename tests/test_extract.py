@@ -152,10 +152,11 @@ def test_reader_errors_propagate_from_the_prefetch_thread(small_zoo, monkeypatch
         yield from []
         raise OSError("disk went away")
 
-    monkeypatch.setattr(type(extract.open_checkpoint(small_zoo.paths[0])), "iter_tensors", broken)
+    reader = type(extract.locate_checkpoint(small_zoo.paths[0]).open())
+    assert issubclass(reader, Checkpoint)
+    monkeypatch.setattr(reader, "iter_tensors", broken)
     with pytest.raises(OSError, match="disk went away"):
         compute_signature(small_zoo.paths[0], cache=None, progress=False)
-    assert issubclass(type(extract.open_checkpoint(small_zoo.paths[0])), Checkpoint)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -184,3 +185,106 @@ def test_cuda_signature_equals_cpu_signature(small_zoo):
         warnings.simplefilter("error")
         gpu = compute_signature(small_zoo.paths[0], device="cuda", cache=None, progress=False)
     np.testing.assert_allclose(gpu.values, cpu.values, rtol=1e-4)
+
+
+# -- a full cache hit parses nothing -------------------------------------------
+
+
+def _formats(tmp_path):
+    """One small Llama model in each on-disk format the library reads."""
+    import torch
+
+    from tests._checkpoint_factories import llama_dir, llama_tensors, write_gguf, write_sharded
+
+    tensors = llama_tensors(n_layers=3)
+    config = {"num_hidden_layers": 3, "hidden_size": 8}
+    single = llama_dir(tmp_path / "single", tensors, num_hidden_layers=3)
+    sharded = tmp_path / "sharded"
+    write_sharded(sharded, tensors, 2)
+    (sharded / "config.json").write_text(json.dumps(config))
+    pt = tmp_path / "bin"
+    pt.mkdir()
+    torch.save(tensors, pt / "pytorch_model.bin")
+    (pt / "config.json").write_text(json.dumps(config))
+    gguf_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                  "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+                  "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                  "mlp.down_proj": "ffn_down"}
+    gguf_tensors = {}
+    for name, t in tensors.items():
+        parts = name.split(".")
+        if parts[1] == "layers":
+            gname = f"blk.{parts[2]}.{gguf_names['.'.join(parts[3:5])]}.weight"
+            gguf_tensors[gname] = (t.numpy(), None)
+    gguf_file = write_gguf(tmp_path / "model.gguf", gguf_tensors, metadata={"block_count": 3})
+    return {"safetensors": single, "sharded": sharded, "bin": pt, "gguf": gguf_file}
+
+
+def test_a_full_hit_opens_no_weight_file(tmp_path, monkeypatch, count_solves):
+    from sklearn_specsig.checkpoints import CheckpointLocation
+
+    store = SignatureStore(tmp_path / "cache")
+    models = _formats(tmp_path)
+    cold = {k: compute_signature(p, cache=store, progress=False) for k, p in models.items()}
+    assert count_solves() == 21  # one content in four formats: content-addressed
+    assert all(np.isfinite(sig.values).all() for sig in cold.values())
+
+    def no_parsing(self):
+        raise AssertionError(f"{self.source} was opened on a full cache hit")
+
+    monkeypatch.setattr(CheckpointLocation, "open", no_parsing)
+    for kind, path in models.items():
+        warm = compute_signature(path, cache=store, progress=False)
+        np.testing.assert_array_equal(warm.values, cold[kind].values)
+        assert warm.fingerprint == cold[kind].fingerprint
+        assert warm.architecture == cold[kind].architecture
+        # The same tensors under the same names share one manifest (the
+        # fingerprint is their content): its order is the last writer's.
+        assert set(warm.entries) == set(cold[kind].entries)
+        assert warm.spectra.keys() == cold[kind].spectra.keys()
+    assert count_solves() == 21
+
+
+def test_the_quick_memo_misses_when_files_schemes_or_code_change(
+        tmp_path, monkeypatch, count_solves):
+    import os
+
+    from sklearn_specsig.architectures import get_naming_scheme, naming_scheme_context
+    from sklearn_specsig.checkpoints import CheckpointLocation
+
+    store = SignatureStore(tmp_path / "cache")
+    model = _formats(tmp_path)["sharded"]
+    first = compute_signature(model, cache=store, progress=False)
+    opened = []
+    real_open = CheckpointLocation.open
+    monkeypatch.setattr(CheckpointLocation, "open",
+                        lambda self: opened.append(self.source) or real_open(self))
+
+    # A shard touched (same bytes, new mtime): a miss, read again, and the
+    # content-addressed spectra make it cost no solve.
+    shard = sorted(model.glob("*.safetensors"))[1]
+    st = shard.stat()
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = compute_signature(model, cache=store, progress=False)
+    assert len(opened) == 1 and count_solves() == 21
+    np.testing.assert_array_equal(again.values, first.values)
+    compute_signature(model, cache=store, progress=False)
+    assert len(opened) == 1  # the new stats are remembered
+
+    # A custom scheme in force: the mapping may differ, so it is a miss.
+    llama = get_naming_scheme("llama")
+    custom = type(llama)(name="llama_q_only", layer_pattern=llama.layer_pattern,
+                         modules={"self_attn.q_proj.weight": "q"})
+    forced = compute_signature(model, cache=store, progress=False, scheme=custom)
+    assert len(opened) == 2
+    assert np.isnan(forced.values[1:]).all() and np.isfinite(forced.values[0]).all()
+    with naming_scheme_context(custom):
+        compute_signature(model, cache=store, progress=False)
+    assert len(opened) == 3
+    compute_signature(model, cache=store, progress=False, scheme=custom)
+    assert len(opened) == 3  # the same custom scheme again: a hit
+
+    # Other library code: the quick memo misses, the plan memo answers.
+    monkeypatch.setattr(extract, "_code_digest", lambda: "another release")
+    compute_signature(model, cache=store, progress=False)
+    assert len(opened) == 4 and count_solves() == 21

@@ -236,3 +236,102 @@ def test_non_finite_weights_give_a_nan_spectrum(bad, shape):
     lam_bad, lam_good = spectra([w, good])
     assert lam_bad.shape == (20,) and np.isnan(lam_bad).all()
     np.testing.assert_array_equal(lam_good, spectrum(good))
+
+
+# -- dynamic range: planted outlier singular values ------------------------------
+
+
+def _orthogonal(n, rng):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def _planted(shape, eigenvalues, seed):
+    """A float32 matrix whose squared singular values are ``eigenvalues``
+    (up to the float32 rounding of its entries)."""
+    rng = np.random.default_rng(seed)
+    n = min(shape)
+    u, v = _orthogonal(shape[0], rng)[:, :n], _orthogonal(shape[1], rng)[:, :n]
+    return ((u * np.sqrt(eigenvalues)) @ v.T).astype(np.float32)
+
+
+def _outlier_spectrum(n, ratio, n_outliers=4, seed=0):
+    """A Marchenko-Pastur-like bulk with a few outliers at ``ratio`` times
+    the median: what attention sinks and massive activations look like."""
+    rng = np.random.default_rng(seed)
+    bulk = np.sort(rng.chisquare(3.0, size=n))
+    bulk[-n_outliers:] = ratio * np.median(bulk) * np.linspace(0.4, 1.0, n_outliers)
+    return bulk
+
+
+def _svd_reference(w):
+    """Float64 SVD of the very matrix given (its float32 entries), squared."""
+    return np.sort(np.linalg.svd(np.asarray(w, dtype=np.float64), compute_uv=False) ** 2)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (896, 896), (384, 1024), (1024, 384)])
+@pytest.mark.parametrize("ratio", [1e2, 1e3, 1e4, 1e5, 1e6])
+def test_planted_outliers_keep_alpha_within_1e5(shape, ratio):
+    w = _planted(shape, _outlier_spectrum(min(shape), ratio), seed=int(ratio) % 97)
+    ref = _svd_reference(w)
+    got = spectrum(w)
+    assert got.dtype == np.float32
+    assert alpha_hill(got) == pytest.approx(alpha_hill(ref), rel=1e-5)
+    # x_min itself is what float64 resolves, not a float32 tolerance's zero.
+    i = ref.size // 2
+    assert got[i] == pytest.approx(ref[i], rel=1e-5)
+
+
+def test_the_real_attention_case_gets_its_alpha():
+    # The numbers of a real Qwen2 0.5B attention q (896 x 896, Q4_K_M GGUF):
+    # lambda_max 544, median 0.031, smallest 9.5e-9.  float32's tolerance
+    # eps * n * lambda_max = 0.058 is above the median.
+    n = 896
+    lam = np.concatenate([
+        np.logspace(np.log10(9.5e-9), np.log10(0.031), n // 2, endpoint=False),
+        np.linspace(0.031, 3.0, n // 2 - 4),
+        [60.0, 140.0, 310.0, 544.0],
+    ])
+    w = _planted((n, n), lam, seed=5)
+    ref = _svd_reference(w)
+    assert ref[n // 2] < np.finfo(np.float32).eps * n * ref[-1]  # the trap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpectralWarning)  # no NaN, no warning
+        got = alpha_hill(spectrum(w))
+    assert got == pytest.approx(alpha_hill(ref), rel=1e-5)
+    assert alpha_hill(spectrum(w, precision="float64")) == pytest.approx(alpha_hill(ref),
+                                                                          rel=1e-9)
+
+
+@pytest.mark.parametrize("rank, defined", [(40, False), (63, False), (64, True), (90, True)])
+def test_nan_only_where_float64_rank_is_below_half(rank, defined):
+    # A LoRA-like product B A of rank r in a 128 x 128 matrix: x_min is the
+    # 64th eigenvalue, zero exactly when r < 64.
+    rng = np.random.default_rng(rank)
+    w = (rng.standard_normal((128, rank)) @ rng.standard_normal((rank, 128))).astype(np.float32)
+    ref_alpha = alpha_hill(_svd_reference(w)) if defined else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpectralWarning)
+        got = alpha_hill(spectrum(w), name="delta")
+    if defined:
+        assert got == pytest.approx(ref_alpha, rel=1e-5) and not caught
+    else:
+        assert math.isnan(got) and "rank below N/2" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (512, 1376), (1376, 512)])
+def test_random_matrices_stay_in_float32(monkeypatch, shape):
+    # Marchenko-Pastur spectra (the benchmark's 7B-shaped layers scaled
+    # down) are far inside float32's range: the rule adds no float64 solve.
+    import sklearn_specsig.spectral as spectral_module
+
+    solved = []
+    original = spectral_module._solve
+
+    def counting(tensors, dtype, device):
+        solved.append(dtype)
+        return original(tensors, dtype, device)
+
+    monkeypatch.setattr(spectral_module, "_solve", counting)
+    spectra([_gaussian(shape, seed) for seed in range(3)])
+    assert solved == [torch.float32]

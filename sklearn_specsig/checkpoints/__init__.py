@@ -7,14 +7,16 @@ a model directory, or a Hugging Face hub id, and returns a
 
 from ._base import Checkpoint
 from ._gguf import GGUFCheckpoint
-from ._open import open_checkpoint
+from ._open import CheckpointLocation, locate_checkpoint, open_checkpoint
 from ._pytorch import PytorchCheckpoint
 from ._safetensors import SafetensorsCheckpoint
 
 __all__ = [
     "Checkpoint",
+    "CheckpointLocation",
     "GGUFCheckpoint",
     "PytorchCheckpoint",
     "SafetensorsCheckpoint",
+    "locate_checkpoint",
     "open_checkpoint",
 ]

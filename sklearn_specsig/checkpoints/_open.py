@@ -1,10 +1,18 @@
 """Entry point: open a checkpoint from a file, a directory or a hub id."""
 
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointAccessError, CheckpointNotFoundError, SpecsigError
-from ._base import EXPECTED_FILES, read_config, select_weight_files
+from ._base import (
+    CONFIG_NAME,
+    EXPECTED_FILES,
+    read_config,
+    read_shard_index,
+    select_weight_files,
+)
 from ._gguf import GGUFCheckpoint
 from ._hub import looks_like_repo_id, resolve_repo_id
 from ._pytorch import PytorchCheckpoint
@@ -71,9 +79,93 @@ def open_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=N
     ...     print(ckpt.format, ckpt.tensor_names(), ckpt.tensor_shape("w"))
     safetensors ['w'] (3, 2)
     """
+    location = locate_checkpoint(
+        source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    with _access_errors(location.source):
+        return location.open()
+
+
+@dataclass(frozen=True)
+class CheckpointLocation:
+    """Where a checkpoint's files are, found without parsing any weights.
+
+    Attributes
+    ----------
+    source : str
+        The path or hub id exactly as the user gave it.
+    format : {"safetensors", "pytorch", "gguf"}
+    path : pathlib.Path
+        The local weight file or model directory.
+    file : pathlib.Path
+        The weight file, or the shard index (``*.index.json``).
+    config_file : pathlib.Path or None
+        ``config.json`` when the format reads one and it is there.
+    """
+
+    source: str
+    format: str
+    path: Path
+    file: Path
+    config_file: Path | None
+
+    def files(self):
+        """Every file that opening this checkpoint reads: weight files (the
+        shards an index lists), the index and ``config.json``.
+
+        Reads at most the shard index (JSON), never a weight file's header.
+
+        Returns
+        -------
+        list of pathlib.Path
+        """
+        with _access_errors(self.source):
+            if self.file.name.endswith(".index.json"):
+                files = [*read_shard_index(self.file)[1].values(), self.file]
+            else:
+                files = [self.file]
+        return files + ([self.config_file] if self.config_file is not None else [])
+
+    def file_stats(self):
+        """``(absolute path, size, st_mtime_ns)`` of :meth:`files`, the
+        identity of the checkpoint as it is on disk now."""
+        stats = []
+        with _access_errors(self.source):
+            for file in self.files():
+                st = file.stat()
+                stats.append((str(file.absolute()), st.st_size, st.st_mtime_ns))
+        return stats
+
+    def open(self):
+        """The :class:`Checkpoint` reader (parses headers)."""
+        if self.format == "gguf":
+            return GGUFCheckpoint(self.source, self.path, self.file)
+        config, config_file = ({}, None) if self.config_file is None else (
+            read_config(self.config_file.parent))
+        cls = SafetensorsCheckpoint if self.format == "safetensors" else PytorchCheckpoint
+        return cls(self.source, self.path, self.file, config, config_file)
+
+
+def locate_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=None):
+    """Find the files of a checkpoint without reading them.
+
+    Takes what :func:`open_checkpoint` takes (a hub id is resolved through
+    the huggingface_hub cache the same way) and raises the same errors for
+    a missing path, an unusable directory or a wrong suffix.
+
+    Returns
+    -------
+    CheckpointLocation
+    """
     given = os.fspath(source)
+    with _access_errors(given):
+        return _locate(source, given, revision, cache_dir, local_files_only)
+
+
+@contextmanager
+def _access_errors(given):
     try:
-        return _open(source, given, revision, cache_dir, local_files_only)
+        yield
     except PermissionError as exc:
         if isinstance(exc, SpecsigError):
             raise
@@ -84,12 +176,12 @@ def open_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=N
         ) from exc
 
 
-def _open(source, given, revision, cache_dir, local_files_only):
+def _locate(source, given, revision, cache_dir, local_files_only):
     path = Path(given).expanduser()
     if path.is_file():
-        return _open_file(given, path)
+        return _locate_file(given, path)
     if path.is_dir():
-        return _open_directory(given, path)
+        return _locate_directory(given, path)
     if not isinstance(source, os.PathLike) and looks_like_repo_id(given):
         directory = resolve_repo_id(
             given,
@@ -97,7 +189,7 @@ def _open(source, given, revision, cache_dir, local_files_only):
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        return _open_directory(given, directory)
+        return _locate_directory(given, directory)
     raise CheckpointNotFoundError(
         f"No checkpoint at '{given}': no such file or directory. Expected a "
         ".safetensors, .bin or .gguf file, a model directory holding "
@@ -105,23 +197,27 @@ def _open(source, given, revision, cache_dir, local_files_only):
     )
 
 
-def _open_file(source, file):
+def _config_beside(folder):
+    config = folder / CONFIG_NAME
+    return config if config.is_file() else None
+
+
+def _locate_file(source, file):
     if file.suffix == ".gguf":
-        return GGUFCheckpoint(source, file, file)
+        return CheckpointLocation(source, "gguf", file, file, None)
     if file.suffix == ".safetensors":
-        cls = SafetensorsCheckpoint
+        fmt = "safetensors"
     elif file.suffix in _PYTORCH_SUFFIXES:
-        cls = PytorchCheckpoint
+        fmt = "pytorch"
     else:
         raise CheckpointNotFoundError(
             f"'{file}' is not a weight file: expected a .safetensors, "
             f"{', '.join(_PYTORCH_SUFFIXES)} or .gguf file, or a model directory."
         )
-    config, config_file = read_config(file.parent)
-    return cls(source, file, file, config, config_file)
+    return CheckpointLocation(source, fmt, file, file, _config_beside(file.parent))
 
 
-def _open_directory(source, directory):
+def _locate_directory(source, directory):
     fmt, name = select_weight_files(
         (p.name for p in directory.iterdir() if p.is_file()), directory
     )
@@ -129,9 +225,5 @@ def _open_directory(source, directory):
         raise CheckpointNotFoundError(
             f"No weight files in directory '{directory}': expected {EXPECTED_FILES}."
         )
-    file = directory / name
-    if fmt == "gguf":
-        return GGUFCheckpoint(source, directory, file)
-    config, config_file = read_config(directory)
-    cls = SafetensorsCheckpoint if fmt == "safetensors" else PytorchCheckpoint
-    return cls(source, directory, file, config, config_file)
+    config = None if fmt == "gguf" else _config_beside(directory)
+    return CheckpointLocation(source, fmt, directory, directory / name, config)
