@@ -1,8 +1,14 @@
 """Fixtures shared by the test modules: small synthetic zoos, written once."""
 
 import pytest
+from hypothesis import settings
 
 import sklearn_specsig._extract as extract
+
+# Property tests draw the same examples on every run and machine: a random
+# seed or a replayed failure database would make a run depend on its past.
+settings.register_profile("specsig", derandomize=True, database=None)
+settings.load_profile("specsig")
 from sklearn_specsig.datasets import make_model_zoo
 
 

@@ -44,6 +44,10 @@ pytestmark = [
 FUZZ = settings(
     max_examples=150,
     deadline=None,
+    # The same examples on every run and machine (conftest's profile does
+    # the same for any other hypothesis test).
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 

@@ -410,7 +410,7 @@ def test_pytorch_source_with_tied_and_view_tensors(zoo, tmp_path):
     """A .bin whose lm_head is the embedding (one storage) and a tensor that is a view."""
     _, tensors = read(zoo["llama"])
     tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
-    wide = torch.randn(40, 16)
+    wide = torch.randn(40, 16, generator=torch.Generator().manual_seed(0))
     tensors["model.norm.weight"] = wide[3]
     (tmp_path / "src").mkdir()
     torch.save(tensors, tmp_path / "src" / "pytorch_model.bin")
