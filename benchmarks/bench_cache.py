@@ -37,7 +37,7 @@ _CHILD = """
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
 from sklearn_specsig import compute_signature, SignatureStore
-import sklearn_specsig._extract  # the engine's imports (torch, gguf ...): not the hit's cost
+import sklearn_specsig.engine  # the engine's imports (torch, gguf ...): not the hit's cost
 store = SignatureStore(sys.argv[2])
 t = time.perf_counter()
 sig = compute_signature(sys.argv[1], cache=store, progress=False, device="cpu")

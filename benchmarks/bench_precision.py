@@ -69,7 +69,11 @@ def main():
         from threadpoolctl import threadpool_limits
         threadpool_limits(args.threads)
 
+    import torch
+
     from sklearn_specsig import spectral
+    from sklearn_specsig.errors import SpectralWarning
+    from sklearn_specsig.spectral import _solvers
 
     cases = list(_rows(args.size))
     cases += [(f"planted n={args.planted_n} ratio {r:.0e}", _planted(args.planted_n, r))
@@ -80,27 +84,27 @@ def main():
               f"{'spectra s':>9} {'f64':>4} {'err f32':>9} {'err spectra':>11}")
     print(header)
     print("-" * len(header))
-    warnings.simplefilter("ignore", spectral.SpectralWarning)
+    warnings.simplefilter("ignore", SpectralWarning)
     totals = np.zeros(2)
     for name, w in cases:
         ref = spectral.reference_spectrum(w)
         alpha_ref = spectral.alpha_hill(ref)
         # Plain float32: the CPU path without the rule.
-        plain, t32 = _timed(lambda: spectral._cpu_spectra([spectral.torch.as_tensor(w)],
-                                                           spectral.torch.float32)[0])
+        plain, t32 = _timed(lambda: _solvers._cpu_spectra([torch.as_tensor(w)],
+                                                           torch.float32)[0])
         calls = []
-        original = spectral._solve
+        original = _solvers._solve
 
         def counting(tensors, dtype, device):
             calls.append(dtype)
             return original(tensors, dtype, device)
 
-        spectral._solve = counting
+        _solvers._solve = counting
         try:
             got, t_rule = _timed(lambda: spectral.spectrum(w))
         finally:
-            spectral._solve = original
-        went64 = spectral.torch.float64 in calls
+            _solvers._solve = original
+        went64 = torch.float64 in calls
         err32 = abs(spectral.alpha_hill(plain) / alpha_ref - 1)
         err = abs(spectral.alpha_hill(got) / alpha_ref - 1)
         totals += (t32, t_rule)

@@ -168,7 +168,7 @@ def _iter_signature_matrices(ckpt):
 
 # ------------------------------------------------------------------- methods
 def run_specsig(ckpt, device):
-    import sklearn_specsig._extract  # noqa: F401  (its lazy imports, ~1 s, not timed)
+    import sklearn_specsig.engine  # noqa: F401  (its lazy imports, ~1 s, not timed)
     from sklearn_specsig import compute_signature
 
     def work():

@@ -13,7 +13,7 @@ __version__ = "0.1.0.dev0"
 # Public name -> module.  Imported on first use, so that ``import
 # sklearn_specsig`` stays cheap and a submodule can be used on its own.
 _PUBLIC = {
-    "compute_signature": "signature",
+    "compute_signature": "engine",
     "Signature": "signature",
     "SignatureStore": "store",
     "SpectralSignatureTransformer": "estimators",

@@ -17,8 +17,7 @@ import torch
 from safetensors.torch import save_file
 from sklearn.utils import check_random_state
 
-from ._naming_schemes import cut_matrix
-from .architectures import resolve_architecture
+from .architectures import cut_matrix, resolve_architecture
 from .checkpoints import Checkpoint, open_checkpoint
 
 SHARD_BYTES = 2_000_000_000

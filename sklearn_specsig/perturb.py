@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._naming_schemes import CONFIG_ALIASES
 from ._rewrite import (
     PCS_CHUNK,
     SHARD_BYTES,
@@ -34,6 +33,7 @@ from ._rewrite import (
     per_part,
     rewrite,
 )
+from .architectures import CONFIG_ALIASES
 
 __all__ = ["add_noise", "drop_layers", "parameter_cosine_similarity", "permute_mlp",
            "prune_magnitude", "scale_attention"]

@@ -12,16 +12,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .architectures import ROLES
 from .errors import SpectralWarning
 from .spectral import METRICS, compute_metric
 
+#: The module roles of a signature, its rows in this order (paper Sec. 4.1).
+ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+
 __all__ = [
+    "MatrixEntry",
+    "ROLES",
     "Signature",
+    "as_profiles",
     "check_n_modules",
-    "compute_signature",
     "feature_names",
     "flatten",
+    "metric_name",
     "resample_depth",
     "signature_values",
     "unflatten",
@@ -36,6 +41,11 @@ class MatrixEntry:
     role: str
     layer: int
     expert: int | None = None
+
+
+def metric_name(metric):
+    """The name a signature records for ``metric`` (a callable's ``__name__``)."""
+    return metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
 
 
 def signature_values(entries, spectra, metric, n_layers, roles=ROLES):
@@ -119,13 +129,12 @@ class Signature:
         values = signature_values(
             self.entries, self.spectra, metric, self.n_layers, self.roles
         )
-        name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
         return Signature(
             values=values,
             roles=self.roles,
             n_layers=self.n_layers,
             architecture=self.architecture,
-            metric=name,
+            metric=metric_name(metric),
             fingerprint=self.fingerprint,
             spectra=self.spectra,
             entries=self.entries,
@@ -335,84 +344,79 @@ def resample_depth(values, n_layers):
     return out
 
 
-def compute_signature(
-    source,
-    metric="alpha_hill",
-    *,
-    device="auto",
-    cache="auto",
-    precision="float32",
-    revision=None,
-    scheme=None,
-    progress=True,
-):
-    """Compute the spectral signature of a checkpoint.
+def _profile_of(item, n_modules):
+    values = np.asarray(getattr(item, "values", item), dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] != n_modules:
+        raise ValueError(
+            f"a signature of shape {values.shape} is not an (n_modules, n_layers) "
+            f"profile with n_modules={n_modules} rows."
+        )
+    return values
+
+
+def as_profiles(X, n_modules=len(ROLES), *, n_layers=None, common_depth=True,
+                hint="set n_layers=<int> to resample them onto a common "
+                     "relative-depth grid"):
+    """Signatures, profiles or flattened rows as depth profiles.
+
+    The one coercion of the package: the transformer, the kernels, the
+    alignment and the command line all turn what they are given into
+    (n_modules, n_layers) profiles here, so that the checks and the message
+    about different depths are the same everywhere.
 
     Parameters
     ----------
-    source : str or os.PathLike
-        A model directory (Hugging Face layout, safetensors or PyTorch
-        ``.bin``), a ``.safetensors`` or ``.gguf`` file, or a hub id
-        ``"org/name"`` resolved with huggingface_hub.
-    metric : str or callable, default="alpha_hill"
-        Metric of each spectrum; see
-        :data:`sklearn_specsig.spectral.METRICS`.  Every other metric is
-        available afterwards through :meth:`Signature.with_metric`.
-    device : {"auto", "cpu", "cuda"}, default="auto"
-        Where eigenvalues are computed; ``"auto"`` uses CUDA when present.
-    cache : "auto", None, path or SignatureStore, default="auto"
-        Where spectra are cached; see :func:`sklearn_specsig.store.resolve_store`.
-    precision : {"float32", "float64"}, default="float32"
-        Precision of the Gram matrix and the eigensolver.
-    revision : str, optional
-        Hub revision (branch, tag or commit) for a hub id.
-    scheme : str or NamingScheme, optional
-        Force a naming scheme instead of detecting it; see
-        :func:`sklearn_specsig.architectures.register_naming_scheme`.
-    progress : bool, default=True
-        Show a progress bar over matrices (only on a terminal).
+    X : sequence of Signature or (n_modules, L) arrays, or array-like
+        A list or tuple of :class:`Signature` objects or 2-D profiles (their
+        depths may differ); a 3-D array ``(n_models, n_modules, L)``; or a
+        2-D array of flattened rows ``(n_models, n_modules * L)``.
+    n_modules : int, default=7
+        Module rows per signature.
+    n_layers : int, optional
+        Resample every profile onto this many points of relative depth
+        (:func:`resample_depth`).  None keeps each native depth.
+    common_depth : bool, default=True
+        Require one depth (after resampling) and return a 3-D array.
+        False returns a list of (n_modules, L_i) arrays, whatever their depths.
+    hint : str
+        What the error for different depths tells the user to do (the
+        option of the caller: ``n_layers=``, ``--n-layers``, ``depth=``).
 
     Returns
     -------
-    Signature
+    ndarray of shape (n_models, n_modules, L), or list of ndarray
+        Float64 profiles, NaN kept.
 
     Examples
     --------
-    >>> import tempfile
-    >>> from sklearn_specsig import compute_signature
-    >>> from sklearn_specsig.datasets import make_model_zoo
-    >>> folder = tempfile.TemporaryDirectory()
-    >>> zoo = make_model_zoo(folder.name, n_families=1, n_derived=0,
-    ...                      n_layers=4, random_state=0)
-    >>> sig = compute_signature(zoo.paths[0], cache=None, progress=False)
-    >>> sig.values.shape
-    (7, 4)
-    >>> sig.with_metric("log_norm").metric
-    'log_norm'
-    >>> folder.cleanup()
+    >>> import numpy as np
+    >>> from sklearn_specsig.signature import as_profiles
+    >>> as_profiles([np.zeros((7, 3)), np.ones((7, 3))]).shape
+    (2, 7, 3)
+    >>> as_profiles([np.zeros((7, 3)), np.ones((7, 5))], n_layers=4).shape
+    (2, 7, 4)
+    >>> as_profiles([np.zeros((7, 3)), np.ones((7, 5))])
+    Traceback (most recent call last):
+    ...
+    ValueError: the signatures have different depths [3, 5]; set n_layers=<int> \
+to resample them onto a common relative-depth grid.
     """
-    from ._extract import extract_spectra
-
-    result = extract_spectra(
-        source,
-        device=device,
-        cache=cache,
-        precision=precision,
-        revision=revision,
-        scheme=scheme,
-        progress=progress,
-    )
-    entries = tuple(MatrixEntry(*row) for row in result["entries"])
-    values = signature_values(entries, result["spectra"], metric, result["n_layers"])
-    name = metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
-    return Signature(
-        values=values,
-        roles=ROLES,
-        n_layers=result["n_layers"],
-        architecture=result["architecture"],
-        metric=name,
-        fingerprint=result["fingerprint"],
-        spectra=result["spectra"],
-        entries=entries,
-        source=str(source),
-    )
+    if isinstance(X, (list, tuple)) and X and all(
+            isinstance(z, Signature) or np.ndim(getattr(z, "values", z)) == 2 for z in X):
+        profiles = [_profile_of(z, n_modules) for z in X]
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 3:
+            profiles = [_profile_of(z, n_modules) for z in X]
+        else:
+            profiles = list(unflatten(X, n_modules))
+    if n_layers is not None:
+        profiles = [resample_depth(z, n_layers) for z in profiles]
+    if not common_depth:
+        return profiles
+    depths = sorted({z.shape[1] for z in profiles})
+    if len(depths) > 1:
+        raise ValueError(f"the signatures have different depths {depths}; {hint}.")
+    if not profiles:
+        return np.empty((0, n_modules, 0))
+    return np.stack(profiles)

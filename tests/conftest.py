@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import settings
 
-import sklearn_specsig._extract as extract
+import sklearn_specsig.engine._solver as solver
 
 # Property tests draw the same examples on every run and machine: a random
 # seed or a replayed failure database would make a run depend on its past.
@@ -52,11 +52,11 @@ def _isolated_default_cache(tmp_path_factory, monkeypatch):
 def count_solves(monkeypatch):
     """Count the matrices the engine actually decomposes."""
     calls = []
-    real = extract.spectra
+    real = solver.spectra
 
     def counting(matrices, **kwargs):
         calls.append(len(matrices))
         return real(matrices, **kwargs)
 
-    monkeypatch.setattr(extract, "spectra", counting)
+    monkeypatch.setattr(solver, "spectra", counting)
     return lambda: sum(calls)

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 
-import sklearn_specsig._extract as extract
+import sklearn_specsig.engine._extract as extract
 from sklearn_specsig import SignatureStore, compute_signature
 from sklearn_specsig.architectures import ROLES
 from sklearn_specsig.errors import CheckpointNotFoundError, SpectralWarning
@@ -285,6 +285,8 @@ def test_the_quick_memo_misses_when_files_schemes_or_code_change(
     assert len(opened) == 3  # the same custom scheme again: a hit
 
     # Other library code: the quick memo misses, the plan memo answers.
-    monkeypatch.setattr(extract, "_code_digest", lambda: "another release")
+    import sklearn_specsig.store as store_module
+
+    monkeypatch.setattr(store_module, "code_digest", lambda: "another release")
     compute_signature(model, cache=store, progress=False)
     assert len(opened) == 4 and count_solves() == 21

@@ -111,13 +111,13 @@ def test_sigkill_mid_extraction_keeps_finished_spectra_for_the_rerun(tmp_path, c
     script = textwrap.dedent(
         f"""
         import time
-        import sklearn_specsig._extract as extract
+        import sklearn_specsig.engine._solver as solver
         from sklearn_specsig import compute_signature
-        real = extract.spectra
+        real = solver.spectra
         def slow(matrices, **kwargs):
             time.sleep(0.1)
             return real(matrices, **kwargs)
-        extract.spectra = slow
+        solver.spectra = slow
         compute_signature({str(model)!r}, cache={str(store_dir)!r}, progress=False)
         """
     )

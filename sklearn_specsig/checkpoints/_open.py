@@ -79,11 +79,9 @@ def open_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=N
     ...     print(ckpt.format, ckpt.tensor_names(), ckpt.tensor_shape("w"))
     safetensors ['w'] (3, 2)
     """
-    location = locate_checkpoint(
+    return locate_checkpoint(
         source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
-    )
-    with _access_errors(location.source):
-        return location.open()
+    ).open()
 
 
 @dataclass(frozen=True)
@@ -138,12 +136,13 @@ class CheckpointLocation:
 
     def open(self):
         """The :class:`Checkpoint` reader (parses headers)."""
-        if self.format == "gguf":
-            return GGUFCheckpoint(self.source, self.path, self.file)
-        config, config_file = ({}, None) if self.config_file is None else (
-            read_config(self.config_file.parent))
-        cls = SafetensorsCheckpoint if self.format == "safetensors" else PytorchCheckpoint
-        return cls(self.source, self.path, self.file, config, config_file)
+        with _access_errors(self.source):
+            if self.format == "gguf":
+                return GGUFCheckpoint(self.source, self.path, self.file)
+            config, config_file = ({}, None) if self.config_file is None else (
+                read_config(self.config_file.parent))
+            cls = SafetensorsCheckpoint if self.format == "safetensors" else PytorchCheckpoint
+            return cls(self.source, self.path, self.file, config, config_file)
 
 
 def locate_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=None):

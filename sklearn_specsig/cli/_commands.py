@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from ..architectures import ROLES
-from ..estimators._transformer import sign_models
+from ..engine import sign_models
 from ..signature import resample_depth
 from ._output import (
     format_table,

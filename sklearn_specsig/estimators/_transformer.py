@@ -6,15 +6,14 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ..architectures import ROLES
-from ..errors import SpecsigError, StoreError
-from ..signature import Signature, compute_signature, feature_names, resample_depth
+from ..engine import sign_models
+from ..signature import Signature, feature_names, resample_depth
 from ..spectral import METRICS
 from ..store import SignatureStore, resolve_store
 
@@ -54,39 +53,6 @@ def _check_models(X):
                 f"{type(model).__name__}: {model!r}."
             )
     return models
-
-
-def _signature(model, metric, kwargs):
-    if isinstance(model, Signature):
-        return model if model.metric == metric else model.with_metric(metric)
-    return compute_signature(model, metric, **kwargs)
-
-
-def _signature_or_error(model, metric, kwargs, on_error):
-    try:
-        return _signature(model, metric, kwargs)
-    except StoreError:
-        # A broken or unwritable store is not this model's fault: every
-        # other model would fail the same way, each with its NaN row.
-        raise
-    except (SpecsigError, OSError, ValueError, RuntimeError) as exc:
-        if on_error == "raise":
-            raise
-        return exc
-
-
-def sign_models(models, metric, kwargs, n_jobs, on_error):
-    """Signatures of ``models`` through joblib, in order.
-
-    With ``on_error="warn"`` a model that cannot be read gives its exception
-    in place of a Signature; with ``"raise"`` the first one is raised.  A
-    :class:`~sklearn_specsig.errors.StoreError` is raised in either mode.
-    joblib's active backend is used, so ``joblib.parallel_config(
-    backend="dask")`` runs this on a Dask cluster unchanged.
-    """
-    return Parallel(n_jobs=n_jobs)(
-        delayed(_signature_or_error)(m, metric, kwargs, on_error) for m in models
-    )
 
 
 class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):

@@ -11,7 +11,7 @@ read, which ``(role, layer, expert)`` parts it holds and how to cut it into
 
 Naming schemes are declarative (:class:`NamingScheme`) and live in a registry
 that users extend with :func:`register_naming_scheme`; the built-in table is
-in ``sklearn_specsig/_naming_schemes.py``.
+``architectures/_schemes.py``, the fused-layout rules ``architectures/_layout.py``.
 """
 
 import re
@@ -19,18 +19,18 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ._naming_schemes import (
-    BUILTIN_SCHEMES,
-    ROLES,
+from ..errors import ConfigError, UnknownArchitectureError
+from ..signature import ROLES
+from ._layout import (
     SPLIT_RULES,
     checked_shape,
     config_value,
     cut_matrix,
     split_layout,
     stored_transposed,
-    unknown_architecture_message,
 )
-from .errors import ConfigError, UnknownArchitectureError
+from ._messages import unknown_architecture_message
+from ._schemes import BUILTIN_SCHEMES
 
 _EXPERT_PLACEHOLDER = "{expert}"
 
@@ -358,7 +358,7 @@ def schemes_in_force(scheme=None):
 
     It spells out every registered scheme in order (its fields, which are
     plain data) and a forced ``scheme``, so that a cache of the mapping's
-    outcome (``_extract``'s quick memo) misses when a user registers,
+    outcome (the engine's quick memo, ``store.quick_key``) misses when a user registers,
     replaces or forces another scheme.
 
     Parameters

@@ -1,0 +1,199 @@
+"""Streaming extraction of a checkpoint's spectra, through the store.
+
+The only expensive step of the library.  Tensors are read one at a time
+(a reader thread reads and hashes the next ones while the current one is
+decomposed), each matrix's spectrum is looked up in the store by a hash of
+its content before anything is solved, and every finished batch of spectra
+is committed at once, so an interrupted extraction keeps its work.  The keys
+are made by :mod:`sklearn_specsig.store`; see ``docs/design.md``.
+"""
+
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from ..architectures import resolve_architecture, schemes_in_force
+from ..checkpoints import locate_checkpoint
+from ..errors import CheckpointFormatError
+from ..signature import MatrixEntry
+from ..spectral import resolve_device
+from ..store import (
+    model_fingerprint,
+    plan_key,
+    plan_stat_key,
+    quick_key,
+    resolve_store,
+    settings_key,
+    spectrum_key,
+)
+from ._prefetch import prefetched
+from ._solver import SpectrumSolver
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The spectra of every signature matrix of one checkpoint.
+
+    Attributes
+    ----------
+    architecture : str
+        The model type (``config.json``'s ``model_type``, GGUF's
+        ``general.architecture``), else the naming scheme that mapped it.
+    n_layers : int
+    fingerprint : str
+        Content hash of the mapped tensors (:func:`~sklearn_specsig.store.model_fingerprint`).
+    entries : tuple of MatrixEntry
+        Where each matrix sits (label, role, layer, expert).
+    spectra : dict of str to ndarray
+        Float32 ascending eigenvalues by entry label.
+    """
+
+    architecture: str
+    n_layers: int
+    fingerprint: str
+    entries: tuple
+    spectra: dict = field(repr=False)
+
+
+def _from_store(store, memo_key, settings):
+    """A complete stored extraction for the files behind ``memo_key``, or None."""
+    fingerprint = store.get_source(memo_key)
+    if fingerprint is None:
+        return None
+    model = store.get_model(fingerprint, settings)
+    if model is None:
+        return None
+    keys = [row[4] for row in model["entries"]]
+    # A damaged spectrum makes this a miss: get_spectra warns and removes
+    # it, and the extraction that follows solves that matrix again.
+    found = store.get_spectra(keys)
+    if len(found) != len(set(keys)):
+        return None
+    return Extraction(
+        architecture=model["architecture"],
+        n_layers=model["n_layers"],
+        fingerprint=fingerprint,
+        entries=tuple(MatrixEntry(*row[:4]) for row in model["entries"]),
+        spectra={row[0]: found[row[4]] for row in model["entries"]},
+    )
+
+
+def _remember(store, fingerprint, *memo_keys):
+    for key in memo_keys:
+        if key is not None:
+            store.put_source(key, fingerprint)
+
+
+def _check_floating(tensor, name, source):
+    if not tensor.is_floating_point():
+        raise CheckpointFormatError(
+            f"Tensor {name!r} of '{source}' is stored as {tensor.dtype}, not as "
+            "floating point: this looks like a quantized checkpoint "
+            "(bitsandbytes, GPTQ, AWQ ...), whose integer codes have no "
+            "meaningful spectrum. Sign the unquantized weights, or a GGUF file "
+            "(which is dequantized on reading)."
+        )
+
+
+def _part_label(plan, index):
+    if len(plan.parts) == 1:
+        return plan.name
+    role, _, expert = plan.parts[index]
+    return f"{plan.name}[{role if expert is None else f'{role}:{expert}'}]"
+
+
+def extract_spectra(
+    source,
+    *,
+    device="auto",
+    cache="auto",
+    precision="float32",
+    revision=None,
+    scheme=None,
+    progress=True,
+):
+    """Spectra of every signature matrix of a checkpoint.
+
+    Parameters are those of :func:`~sklearn_specsig.compute_signature`.
+
+    Returns
+    -------
+    Extraction
+    """
+    device = resolve_device(device)
+    store = resolve_store(cache)
+    settings = settings_key(precision)
+    location = locate_checkpoint(source, revision=revision)
+    quick = None
+    if store is not None:
+        # A full hit costs file stats and a few SQLite reads: no header, no
+        # GGUF vocabulary, no architecture resolution.
+        quick = quick_key(location.file_stats(), settings, schemes_in_force(scheme))
+        cached = quick and _from_store(store, quick, settings)
+        if cached:
+            return cached
+    ckpt = location.open()
+    names = ckpt.tensor_names()
+    arch = resolve_architecture(
+        names, ckpt.config, {n: ckpt.tensor_shape(n) for n in names}, scheme=scheme
+    )
+    stat = None
+    if store is not None:
+        stat = plan_stat_key(ckpt.file_stats(), plan_key(arch), settings)
+        cached = _from_store(store, stat, settings)
+        if cached is not None:
+            _remember(store, cached.fingerprint, quick)
+            return cached
+
+    n_matrices = sum(len(p.parts) for p in arch.plans.values())
+    entries, keys, lines = [], {}, []
+    with tqdm(
+        total=n_matrices,
+        desc=f"spectra of {source}",
+        unit="matrix",
+        disable=None if progress else True,
+        leave=False,
+    ) as bar:
+        solver = SpectrumSolver(device, precision, store, bar)
+        for name, tensor, content in prefetched(ckpt.iter_tensors(list(arch.plans))):
+            plan = arch.plans[name]
+            _check_floating(tensor, name, source)
+            lines.append(f"{name}|{plan.descriptor}|{content}")
+            part_keys = [
+                spectrum_key(content, plan.descriptor, i, settings)
+                for i in range(len(plan.parts))
+            ]
+            stored = store.get_spectra(part_keys) if store is not None else {}
+            solver.found(stored)
+            matrices = None
+            for i, (role, layer, expert) in enumerate(plan.parts):
+                label = _part_label(plan, i)
+                entries.append(MatrixEntry(label, role, layer, expert))
+                keys[label] = part_keys[i]
+                if part_keys[i] not in stored:
+                    if matrices is None:
+                        matrices = plan.split(tensor)
+                    solver.add(part_keys[i], label, matrices[i][3])
+            del tensor, matrices
+        solved = solver.close()
+
+    fingerprint = model_fingerprint(lines)
+    # The model's own type ("qwen2") says more than the naming scheme that
+    # read it ("llama" covers Mistral, Qwen2, Gemma ...).
+    architecture = arch.model_type or arch.name
+    if store is not None:
+        store.put_model(
+            fingerprint,
+            settings,
+            architecture,
+            arch.n_layers,
+            [[e.label, e.role, e.layer, e.expert, keys[e.label]] for e in entries],
+        )
+        _remember(store, fingerprint, stat, quick)
+    return Extraction(
+        architecture=architecture,
+        n_layers=arch.n_layers,
+        fingerprint=fingerprint,
+        entries=tuple(entries),
+        spectra={label: solved[key] for label, key in keys.items()},
+    )

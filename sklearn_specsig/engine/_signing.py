@@ -1,0 +1,122 @@
+"""Signing models: checkpoints in, :class:`~sklearn_specsig.Signature` out."""
+
+from joblib import Parallel, delayed
+
+from ..errors import SpecsigError, StoreError
+from ..signature import ROLES, Signature, metric_name, signature_values
+from ._extract import extract_spectra
+
+__all__ = ["compute_signature", "sign_models"]
+
+
+def compute_signature(
+    source,
+    metric="alpha_hill",
+    *,
+    device="auto",
+    cache="auto",
+    precision="float32",
+    revision=None,
+    scheme=None,
+    progress=True,
+):
+    """Compute the spectral signature of a checkpoint.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A model directory (Hugging Face layout, safetensors or PyTorch
+        ``.bin``), a ``.safetensors`` or ``.gguf`` file, or a hub id
+        ``"org/name"`` resolved with huggingface_hub.
+    metric : str or callable, default="alpha_hill"
+        Metric of each spectrum; see
+        :data:`sklearn_specsig.spectral.METRICS`.  Every other metric is
+        available afterwards through :meth:`Signature.with_metric`.
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where eigenvalues are computed; ``"auto"`` uses CUDA when present.
+    cache : "auto", None, path or SignatureStore, default="auto"
+        Where spectra are cached; see :func:`sklearn_specsig.store.resolve_store`.
+    precision : {"float32", "float64"}, default="float32"
+        Precision of the Gram matrix and the eigensolver.
+    revision : str, optional
+        Hub revision (branch, tag or commit) for a hub id.
+    scheme : str or NamingScheme, optional
+        Force a naming scheme instead of detecting it; see
+        :func:`sklearn_specsig.architectures.register_naming_scheme`.
+    progress : bool, default=True
+        Show a progress bar over matrices (only on a terminal).
+
+    Returns
+    -------
+    Signature
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_specsig import compute_signature
+    >>> from sklearn_specsig.datasets import make_model_zoo
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> zoo = make_model_zoo(folder.name, n_families=1, n_derived=0,
+    ...                      n_layers=4, random_state=0)
+    >>> sig = compute_signature(zoo.paths[0], cache=None, progress=False)
+    >>> sig.values.shape
+    (7, 4)
+    >>> sig.with_metric("log_norm").metric
+    'log_norm'
+    >>> folder.cleanup()
+    """
+    result = extract_spectra(
+        source,
+        device=device,
+        cache=cache,
+        precision=precision,
+        revision=revision,
+        scheme=scheme,
+        progress=progress,
+    )
+    values = signature_values(result.entries, result.spectra, metric, result.n_layers)
+    return Signature(
+        values=values,
+        roles=ROLES,
+        n_layers=result.n_layers,
+        architecture=result.architecture,
+        metric=metric_name(metric),
+        fingerprint=result.fingerprint,
+        spectra=result.spectra,
+        entries=result.entries,
+        source=str(source),
+    )
+
+
+def _signature(model, metric, kwargs):
+    if isinstance(model, Signature):
+        return model if model.metric == metric else model.with_metric(metric)
+    return compute_signature(model, metric, **kwargs)
+
+
+def _signature_or_error(model, metric, kwargs, on_error):
+    try:
+        return _signature(model, metric, kwargs)
+    except StoreError:
+        # A broken or unwritable store is not this model's fault: every
+        # other model would fail the same way, each with its NaN row.
+        raise
+    except (SpecsigError, OSError, ValueError, RuntimeError) as exc:
+        if on_error == "raise":
+            raise
+        return exc
+
+
+def sign_models(models, metric, kwargs, n_jobs, on_error):
+    """Signatures of ``models`` (paths, hub ids or Signatures) through joblib, in order.
+
+    ``kwargs`` are :func:`compute_signature`'s keyword arguments.  With
+    ``on_error="warn"`` a model that cannot be read gives its exception in
+    place of a Signature; with ``"raise"`` the first one is raised.  A
+    :class:`~sklearn_specsig.errors.StoreError` is raised in either mode.
+    joblib's active backend is used, so ``joblib.parallel_config(
+    backend="dask")`` runs this on a Dask cluster unchanged.
+    """
+    return Parallel(n_jobs=n_jobs)(
+        delayed(_signature_or_error)(m, metric, kwargs, on_error) for m in models
+    )
