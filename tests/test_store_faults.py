@@ -40,6 +40,37 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert all(np.all(v == int(k.split("-")[0])) for k, v in got.items())
 
 
+def _open_at_the_barrier(path, barrier, results):
+    barrier.wait()
+    try:
+        SignatureStore(path).get_source("any")
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
+    # joblib workers on a fresh cache open one new file at the same moment.
+    # SQLite answered the losers of the race to set it up "database is
+    # locked" at once, not after its busy timeout: 9 rounds in 40 failed
+    # before the store retried.  20 rounds of 6 processes, released together.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = tmp_path / f"round{round_}" / "signatures.sqlite"
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        workers = [ctx.Process(target=_open_at_the_barrier, args=(path, barrier, results))
+                   for _ in range(6)]
+        for w in workers:
+            w.start()
+        outcomes = [results.get(timeout=60) for _ in workers]
+        for w in workers:
+            w.join()
+        assert outcomes == ["ok"] * 6, f"round {round_}: {outcomes}"
+    assert SignatureStore(path).verify()["spectra"] == 0
+
+
 def test_sigkill_mid_write_leaves_a_readable_store(tmp_path):
     # A child writes large entries in a loop; we SIGKILL it while it writes,
     # then check every stored entry is whole.

@@ -1,38 +1,9 @@
-"""The signature store: an embedded SQLite cache of spectra.
+"""The SQLite store: its tables, and reading and writing them safely.
 
-Reading weights and solving eigenproblems is the only expensive step of the
-library, so its product, the spectrum of every matrix, is kept on disk:
-
-``spectra``
-    one row per decomposed matrix, keyed by a hash of the matrix's *content*
-    (the bytes of the tensor it comes from, how it was split, the precision
-    and the store's format version).  A re-saved copy of a model elsewhere, or
-    a fine-tune that froze some matrices, hits the cache for those matrices.
-``models``
-    one row per model fingerprint and extraction settings: the list of
-    matrices (label, module role, layer, expert, spectrum key) that make up
-    its signature.
-``sources``
-    a memo from the files' (path, size, mtime) to the fingerprint, so that
-    asking again for an unchanged checkpoint reads no weights at all.  A file
-    modified in place changes its size or mtime and misses.
-
-SQLite gives atomic transactions: a process killed mid-write leaves the
-previous state, and WAL mode lets several processes (joblib workers) read
-and write one file at once.
-
-``spectrum_checksums``
-    a CRC-32 of each spectrum's eigenvalue bytes, written in the same
-    transaction.  SQLite does not checksum its pages, so a flipped bit inside
-    a stored spectrum would otherwise go unnoticed; a spectrum that fails its
-    check is removed and its matrix solved again.  The checksums live in a
-    table of their own so that the ``spectra`` rows keep the layout older
-    versions of the library read and write (rows those versions add have no
-    checksum and are read unchecked).
+What the tables hold and why is said in the package docstring; the keys
+rows are stored under are made in :mod:`._keys`.
 """
 
-import functools
-import hashlib
 import json
 import os
 import sqlite3
@@ -44,56 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError, StoreVersionError, StoreWarning
+from ..errors import StoreError, StoreVersionError, StoreWarning
+from ._keys import FORMAT_VERSION, stat_key
+from ._tables import (
+    DELETE_CHECKSUM,
+    DELETE_SPECTRUM,
+    INSERT_CHECKSUM,
+    INSERT_SPECTRUM,
+    SCHEMA,
+    SELECT_SPECTRA,
+    decode_spectrum,
+)
 
-__all__ = [
-    "FORMAT_VERSION",
-    "SignatureStore",
-    "code_digest",
-    "default_cache_dir",
-    "digest",
-    "model_fingerprint",
-    "plan_key",
-    "plan_stat_key",
-    "quick_key",
-    "resolve_store",
-    "settings_key",
-    "spectrum_key",
-    "stat_key",
-    "tensor_digest",
-]
-
-#: Bumped whenever the meaning of a stored key or value changes.
-FORMAT_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS spectra (
-    key TEXT PRIMARY KEY,
-    n INTEGER NOT NULL,
-    eigenvalues BLOB NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS spectrum_checksums (
-    key TEXT PRIMARY KEY,
-    crc INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS models (
-    fingerprint TEXT NOT NULL,
-    settings TEXT NOT NULL,
-    architecture TEXT NOT NULL,
-    n_layers INTEGER NOT NULL,
-    manifest TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (fingerprint, settings)
-);
-CREATE TABLE IF NOT EXISTS sources (
-    stat_key TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    created REAL NOT NULL
-);
-"""
-
+__all__ = ["SignatureStore", "default_cache_dir", "resolve_store"]
 
 def default_cache_dir():
     """Directory of the default store (``cache="auto"``).
@@ -109,139 +43,6 @@ def default_cache_dir():
         return Path(os.environ["SPECSIG_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "sklearn_specsig"
-
-
-# -- keys ------------------------------------------------------------------
-# Every key the store is asked for is made here, so that what a key means
-# (and FORMAT_VERSION, which must change when that meaning does) sits next
-# to the tables it indexes.  docs/design.md lists them.
-
-
-def digest(*parts):
-    """A short hash of ``parts`` (str, bytes or anything with a ``str``),
-    each ended by a NUL so that ``("ab", "c")`` and ``("a", "bc")`` differ."""
-    h = hashlib.blake2b(digest_size=20)
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else str(part).encode())
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def tensor_digest(tensor):
-    """Content hash of a tensor: its dtype, shape and raw bytes.
-
-    BLAKE3 is cryptographic, so an auditor's cache cannot be poisoned by a
-    crafted collision, and hashes several GB/s (multithreaded on large
-    buffers), so hashing a 13 GB checkpoint costs seconds.  It releases the
-    GIL: the engine's reader thread hashes while the eigensolver runs.
-    """
-    import blake3
-    import torch
-
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    h.update(f"{tensor.dtype}:{tuple(tensor.shape)}".encode())
-    h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
-    return h.hexdigest(length=20)
-
-
-def settings_key(precision):
-    """What besides the weights decides a spectrum: the store's format and
-    the eigensolver's precision."""
-    return f"format={FORMAT_VERSION};precision={precision}"
-
-
-def spectrum_key(content, descriptor, part, settings):
-    """Key of one spectrum: the tensor's content hash, how it was cut
-    (:attr:`TensorPlan.descriptor`), which part, and the settings."""
-    return digest(content, descriptor, part, settings)
-
-
-def model_fingerprint(tensor_lines):
-    """A model's fingerprint: the hash of its ``name|descriptor|content``
-    lines, in sorted order (independent of reading order)."""
-    return digest(*sorted(tensor_lines))
-
-
-def plan_key(architecture):
-    """What a naming scheme made of a checkpoint: its name and every plan."""
-    return digest(architecture.name,
-                  *(f"{p.name}|{p.descriptor}" for p in architecture.plans.values()))
-
-
-@functools.cache
-def code_digest():
-    """The library's version and a digest of its source files.
-
-    Part of the quick memo's key: a changed naming scheme, reader or split
-    rule (a new release, or a developer's edit) must not reuse a mapping
-    decided by the old code.  None when the source cannot be read (a
-    zipped install): the quick memo is then not used.
-    """
-    from . import __version__
-
-    root = Path(__file__).resolve().parent
-    try:
-        sources = sorted(root.rglob("*.py"))
-        parts = [__version__] + [
-            f"{p.relative_to(root)}:{hashlib.blake2b(p.read_bytes()).hexdigest()}"
-            for p in sources
-        ]
-    except OSError:
-        return None
-    return digest(*parts) if sources else None
-
-
-def stat_key(file_stats, extra=""):
-    """Key of a checkpoint's files as they are on disk now (``(path, size,
-    mtime_ns)`` triples), with ``extra`` saying under what they were read."""
-    return digest(json.dumps(sorted(map(list, file_stats))), extra)
-
-
-def quick_key(file_stats, settings, schemes):
-    """The memo key decided before any weight file is parsed: file stats,
-    settings, the library (:func:`code_digest`) and the naming schemes in
-    force (``architectures.schemes_in_force``).  None without a code digest."""
-    code = code_digest()
-    if code is None:
-        return None
-    return stat_key(file_stats, extra=f"quick;{settings};{code};{schemes}")
-
-
-def plan_stat_key(file_stats, plan, settings):
-    """The slower memo key: file stats under a resolved mapping
-    (:func:`plan_key`), for when the code changed but not what it makes of
-    this checkpoint."""
-    return stat_key(file_stats, extra=plan + settings)
-
-
-def _decode_spectrum(n, blob, crc):
-    """Float32 eigenvalues of a stored row, or None if it is damaged.
-
-    ``crc`` is None for a row without a checksum (written by a version of
-    the library before checksums): it is accepted when its length is right.
-    """
-    blob = bytes(blob)
-    if len(blob) != 4 * n or (crc is not None and zlib.crc32(blob) != crc):
-        return None
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
-
-_SELECT_SPECTRA = (
-    "SELECT s.{id}, s.n, s.eigenvalues, c.crc FROM spectra AS s "
-    "LEFT JOIN spectrum_checksums AS c ON c.key = s.key "
-)
-_INSERT_SPECTRUM = "INSERT OR IGNORE INTO spectra VALUES (?, ?, ?, ?)"
-# A checksum goes in only if the stored row holds these very bytes: when
-# another writer's (or an older version's) row was there first, ours was
-# ignored and must not be checked against.
-_INSERT_CHECKSUM = (
-    "INSERT OR IGNORE INTO spectrum_checksums SELECT ?, ? "
-    "WHERE EXISTS (SELECT 1 FROM spectra WHERE key = ? AND eigenvalues = ?)"
-)
-# Compare-and-delete: a row another process has meanwhile replaced with a
-# good one is left alone.
-_DELETE_SPECTRUM = "DELETE FROM spectra WHERE key = ? AND eigenvalues = ?"
-_DELETE_CHECKSUM = "DELETE FROM spectrum_checksums WHERE key = ? AND crc IS ?"
 
 
 class SignatureStore:
@@ -310,18 +111,7 @@ class SignatureStore:
                 f"({exc}). Point cache= at a writable location, or cache=None."
             ) from exc
         try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            with conn:
-                conn.executescript(_SCHEMA)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)",
-                    (str(FORMAT_VERSION),),
-                )
-            (version,) = conn.execute(
-                "SELECT value FROM meta WHERE key = 'format_version'"
-            ).fetchone()
+            conn, version = self._open()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"The signature store {self.path} cannot be read ({exc}). It is "
@@ -337,6 +127,52 @@ class SignatureStore:
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
+
+    def _open(self):
+        """A new connection in WAL mode with the schema, and the file's format.
+
+        Several processes opening a new store at the same moment (joblib
+        workers on a fresh cache) race to turn it to WAL mode and create
+        its tables, and SQLite answers the losers "database is locked" at
+        once, without waiting for its busy timeout (measured: 9 rounds in
+        40 of six processes opening one new file).  The losers wait and try
+        again, within the store's ``timeout``.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            conn = sqlite3.connect(self.path, timeout=self.timeout)
+            try:
+                return conn, self._set_up(conn)
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                contended = "locked" in str(exc) or "busy" in str(exc)
+                if not contended or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 0.25)
+            except BaseException:
+                conn.close()
+                raise
+
+    @staticmethod
+    def _set_up(conn):
+        # WAL mode is stored in the file: only the first opener switches it
+        # (a switch takes an exclusive lock; asking does not).
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if mode.lower() != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        with conn:
+            conn.executescript(SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('format_version', ?)",
+                (str(FORMAT_VERSION),),
+            )
+        (version,) = conn.execute(
+            "SELECT value FROM meta WHERE key = 'format_version'"
+        ).fetchone()
+        return version
 
     def _execute(self, sql, params=(), *, write=False, many=False):
         if write:
@@ -383,8 +219,8 @@ class SignatureStore:
         if damaged:
             self._write_many(
                 [
-                    (_DELETE_SPECTRUM, [(key, blob) for key, blob, _ in damaged]),
-                    (_DELETE_CHECKSUM, [(key, crc) for key, _, crc in damaged]),
+                    (DELETE_SPECTRUM, [(key, blob) for key, blob, _ in damaged]),
+                    (DELETE_CHECKSUM, [(key, crc) for key, _, crc in damaged]),
                 ]
             )
             warnings.warn(
@@ -406,10 +242,10 @@ class SignatureStore:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._execute(
-                _SELECT_SPECTRA.format(id="key") + f"WHERE s.key IN ({marks})", chunk
+                SELECT_SPECTRA.format(id="key") + f"WHERE s.key IN ({marks})", chunk
             )
             for key, n, blob, crc in rows:
-                eig = _decode_spectrum(n, blob, crc)
+                eig = decode_spectrum(n, blob, crc)
                 if eig is None:
                     damaged.append((key, blob, crc))
                 else:
@@ -432,7 +268,7 @@ class SignatureStore:
             rows.append((key, int(np.size(eig)), blob, now))
             checks.append((key, zlib.crc32(blob), key, blob))
         if rows:
-            self._write_many([(_INSERT_SPECTRUM, rows), (_INSERT_CHECKSUM, checks)])
+            self._write_many([(INSERT_SPECTRUM, rows), (INSERT_CHECKSUM, checks)])
 
     # -- models ---------------------------------------------------------------
 
@@ -567,7 +403,7 @@ class SignatureStore:
         last = -1
         while True:
             rows = self._execute(
-                _SELECT_SPECTRA.format(id="rowid")
+                SELECT_SPECTRA.format(id="rowid")
                 + "WHERE s.rowid > ? ORDER BY s.rowid LIMIT ?",
                 (last, page),
             )
@@ -575,7 +411,7 @@ class SignatureStore:
                 return counts
             for _, n, blob, crc in rows:
                 counts["spectra"] += 1
-                counts["damaged"] += _decode_spectrum(n, blob, crc) is None
+                counts["damaged"] += decode_spectrum(n, blob, crc) is None
                 counts["unchecked"] += crc is None
             last = rows[-1][0]
 
