@@ -2,30 +2,42 @@
 
 "Which of the 100,000 models on record is this checkpoint closest to?" is
 a nearest-neighbour query under the signature similarity.  For the Spearman
-module similarity (paper Eq. 2) every stored module row is ranked, centred
-and scaled to unit norm *once*, at :meth:`SignatureIndex.fit`; a query is
-then ranked the same way and scored against a chunk of the store by two
-matrix products (sum of correlations, number of comparable rows), and the
-best ``k`` so far are kept chunk by chunk (ties by lowest index, whatever
-numpy's selection algorithm does with them).  Scores
-equal :func:`sklearn_specsig.kernels.spearman_similarity` exactly (same
-ranking code, same NaN rules).
+module similarity (paper Eq. 2) every stored module row is ranked *once*, at
+:meth:`SignatureIndex.fit`; a query is then ranked the same way and scored
+against a chunk of the store by the Spearman core of
+:mod:`sklearn_specsig.kernels._spearman` (one exact matrix product per
+module), and the best ``k`` so far are kept chunk by chunk (ties by lowest
+index, whatever numpy's selection algorithm does with them).
+
+Scores equal :func:`sklearn_specsig.kernels.spearman_similarity` bit for
+bit, at any ``chunk_size`` and query block: the core makes a pair's value a
+function of the pair alone, which the tie rule needs (two stored copies of
+one signature tie exactly, so the lower index wins in the index as in a
+sort of the full matrix).
+
+This room sits above :mod:`sklearn_specsig.kernels` and imports from it only.
 """
 
 from numbers import Integral
 
 import numpy as np
-from sklearn import get_config
 from sklearn.base import BaseEstimator
 from sklearn.utils import gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._topk import select_top_k, top_k
-from .kernels import _ranked_rows, pairwise_similarity
-from .signature import check_n_modules
+from .kernels import default_gamma, pairwise_similarity
+from .kernels._pairwise import rows_per_block
+from .kernels._spearman import rank_module_rows, spearman_from_ranks
+from .signature import check_n_modules, unflatten
 
 __all__ = ["SignatureIndex"]
+
+# (query block, chunk) float64 temporaries of kneighbors at once: the
+# scores, the merged candidates with their indices, and select_top_k's
+# keys and masks.
+_QUERY_TEMPORARIES = 8
 
 
 class SignatureIndex(BaseEstimator):
@@ -36,16 +48,18 @@ class SignatureIndex(BaseEstimator):
     kernel : {"spearman", "rbf", "cosine"} or callable, default="spearman"
         Similarity (:func:`sklearn_specsig.kernels.pairwise_similarity`).
         ``"spearman"`` is the fast path: ranks of the stored signatures are
-        precomputed at ``fit`` and a query costs two matrix products per
-        chunk.  Other kernels call ``pairwise_similarity`` chunk by chunk
-        (exact, but each query re-reads the whole store's values).
+        precomputed at ``fit`` and a query costs one exact matrix product
+        per module per chunk.  Other kernels call ``pairwise_similarity``
+        chunk by chunk (exact, but each query re-reads the whole store's
+        values).
     n_modules : int, default=7
         Module rows of a flattened signature.
     kernel_params : dict, default=None
         Extra keyword arguments of the kernel.  For ``"rbf"`` without
         ``gamma``, ``gamma`` is fixed at ``fit`` from the whole store
-        (``1 / (n_features * var)``, as ``rbf_similarity`` computes it from
-        its references), so that chunking does not change the kernel.
+        (:func:`~sklearn_specsig.kernels.default_gamma`, as
+        ``rbf_similarity`` computes it from its references), so that
+        chunking does not change the kernel.
     chunk_size : int, default=65536
         Stored signatures scored per block.  Queries are processed in blocks
         too, sized so that a block's ``(n_queries, chunk_size)`` float64
@@ -60,15 +74,19 @@ class SignatureIndex(BaseEstimator):
         Features of a flattened signature.
     X_fit_ : ndarray of shape (n_samples_fit_, n_features_in_)
         The stored signatures (non-Spearman kernels score against these).
+    kernel_params_ : dict
+        The kernel's keyword arguments in force: ``kernel_params`` with the
+        RBF ``gamma`` fixed at ``fit``.  An index over a subset of the store
+        given these scores it under the same kernel.
 
     Notes
     -----
-    The Spearman fast path stores a float64 ``(n_samples_fit_,
-    n_features_in_ + n_modules)`` matrix of normalised ranks and usable-row
-    flags besides ``X_fit_``: for 100,000 signatures of 7 x 32, 185 MB
-    (and 179 MB for ``X_fit_``).  Neighbours are returned
-    most similar first; exact ties go to the lowest index, at the k-th
-    place too (whatever the chunking).
+    The Spearman fast path stores the integer ranks of every module row
+    (float32 up to 369 layers, float64 beyond) and two float64 values per
+    module row besides ``X_fit_``: for 100,000 signatures of 7 x 32, 101 MB (and
+    179 MB for ``X_fit_``).  Neighbours are returned most similar first;
+    exact ties go to the lowest index, at the k-th place too (whatever the
+    chunking).
     Stored signatures with no module row comparable to the query (NaN
     similarity) come last, with NaN similarity.
 
@@ -119,33 +137,20 @@ class SignatureIndex(BaseEstimator):
         check_n_modules(X.shape[1], self.n_modules)
         self.X_fit_ = X
         self.n_samples_fit_ = X.shape[0]
-        self._params = dict(self.kernel_params or {})
+        self.kernel_params_ = dict(self.kernel_params or {})
         if self.kernel == "spearman":
-            # One matrix [ranks | usable]: a query block [[RQ, 0], [0, VQ]]
-            # then gets each pair's sum of correlations and number of
-            # comparable rows from a single pass over the store.
-            n, f = X.shape
-            self._ranked = np.empty((n, f + self.n_modules))
-            for rows in gen_batches(n, self.chunk_size):
-                R, V = _ranked_rows(X[rows], self.n_modules)
-                self._ranked[rows, :f], self._ranked[rows, f:] = R, V
-        elif self.kernel == "rbf" and self._params.get("gamma") is None:
-            finite = X[np.isfinite(X)]
-            var = np.var(finite) if finite.size else 0.0
-            self._params["gamma"] = (1.0 / (X.shape[1] * var) if var > 0
-                                     else 1.0 / X.shape[1])
+            self._ranked = rank_module_rows(unflatten(X, self.n_modules),
+                                            batch_size=self.chunk_size)
+        elif self.kernel == "rbf" and self.kernel_params_.get("gamma") is None:
+            self.kernel_params_["gamma"] = default_gamma(X)
         return self
 
-    def _scores(self, Q, QR, rows):
+    def _scores(self, Q, ranked_Q, rows):
         """Similarities of the query block to the stored rows ``rows``."""
         if self.kernel == "spearman":
-            both = QR @ self._ranked[rows].T
-            total, count = both[: len(Q)], both[len(Q):]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                S = np.where(count > 0, total / count, np.nan)
-            return np.clip(S, -1.0, 1.0)
+            return spearman_from_ranks(ranked_Q, self._ranked.take(rows))
         return pairwise_similarity(Q, self.X_fit_[rows], kernel=self.kernel,
-                                   n_modules=self.n_modules, **self._params)
+                                   n_modules=self.n_modules, **self.kernel_params_)
 
     def kneighbors(self, X, n_neighbors=5, return_similarity=True):
         """The ``n_neighbors`` stored signatures most similar to each query.
@@ -181,25 +186,20 @@ class SignatureIndex(BaseEstimator):
         n_q = X.shape[0]
         sims = np.empty((n_q, k))
         inds = np.empty((n_q, k), dtype=np.intp)
-        # Query blocks: about eight 8-byte (block, chunk) temporaries (scores,
-        # the merged candidates, and select_top_k's keys and masks).
-        budget = get_config()["working_memory"] * 2**20
-        q_step = max(1, int(budget // (8 * 8 * self.chunk_size)))
+        q_step = rows_per_block(min(self.chunk_size, self.n_samples_fit_),
+                                _QUERY_TEMPORARIES)
         for qrows in gen_batches(n_q, q_step):
             Q = X[qrows]
-            QR = None
+            ranked_Q = None
             if self.kernel == "spearman":
-                RQ, VQ = _ranked_rows(Q, self.n_modules)
-                f = RQ.shape[1]
-                QR = np.zeros((2 * len(Q), f + self.n_modules))
-                QR[: len(Q), :f], QR[len(Q):, f:] = RQ, VQ
+                ranked_Q = rank_module_rows(unflatten(Q, self.n_modules))
             # The running best k, kept in index order so that a merge with
             # the next chunk (whose indices are all higher) is in index
             # order too, and select_top_k breaks ties by index.
             best_s = np.empty((len(Q), 0))
             best_i = np.empty((len(Q), 0), dtype=np.intp)
             for rows in gen_batches(self.n_samples_fit_, self.chunk_size):
-                S = self._scores(Q, QR, rows)
+                S = self._scores(Q, ranked_Q, rows)
                 idx = np.broadcast_to(np.arange(rows.start, rows.stop), S.shape)
                 cand_s = np.concatenate([best_s, S], axis=1)
                 cand_i = np.concatenate([best_i, idx], axis=1)

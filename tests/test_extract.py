@@ -285,8 +285,75 @@ def test_the_quick_memo_misses_when_files_schemes_or_code_change(
     assert len(opened) == 3  # the same custom scheme again: a hit
 
     # Other library code: the quick memo misses, the plan memo answers.
-    import sklearn_specsig.store as store_module
+    # (where quick_key looks it up)
+    import sklearn_specsig.store._keys as keys_module
 
-    monkeypatch.setattr(store_module, "code_digest", lambda: "another release")
+    monkeypatch.setattr(keys_module, "code_digest", lambda: "another release")
     compute_signature(model, cache=store, progress=False)
     assert len(opened) == 4 and count_solves() == 21
+
+
+# -- settings are checked before any file is read (issue 12) -------------------------
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"metric": "bogus"}, "metric='bogus' is not a metric"),
+    ({"precision": "float16"}, "precision='float16' is not supported"),
+    ({"precision": None}, "precision=None is not supported"),
+    ({"device": "gpu"}, "device='gpu' is not a device"),
+    ({"device": 0}, "device=0 is not a device"),
+])
+def test_bad_settings_raise_before_any_read(small_zoo, tmp_path, monkeypatch, count_solves,
+                                            kwargs, match):
+    from sklearn_specsig.engine import _extract
+
+    opened = []
+    monkeypatch.setattr(_extract, "locate_checkpoint", lambda *a, **k: opened.append(a))
+    store = SignatureStore(tmp_path / "cache")
+    with pytest.raises(ValueError, match=match):
+        compute_signature(small_zoo.paths[0], cache=store, progress=False, **kwargs)
+    assert count_solves() == 0 and opened == []
+    assert store.stats()["models"] == 0
+
+
+def test_sign_models_checks_once_whatever_on_error(small_zoo, count_solves):
+    from sklearn_specsig.engine import sign_models
+
+    kwargs = {"device": "cpu", "cache": None, "precision": "float16", "progress": False}
+    with pytest.raises(ValueError, match="precision"):
+        sign_models(small_zoo.paths[:3], "alpha_hill", kwargs, None, "warn")
+    assert count_solves() == 0
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_device_rule_without_cuda(monkeypatch, device):
+    import torch
+
+    from sklearn_specsig.engine._extract import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if device in ("auto", "cpu"):
+        assert check_device(device) == torch.device("cpu")
+    else:
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            check_device(device)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        check_device(torch.device("cuda"))
+    assert check_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_device_rule_with_one_gpu(monkeypatch):
+    import torch
+
+    from sklearn_specsig.engine._extract import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda") == torch.device("cuda")
+    assert check_device("cuda:0") == torch.device("cuda:0")
+    assert check_device("auto").type == "cuda"
+    with pytest.raises(ValueError, match="GPU 1 but torch sees 1"):
+        check_device("cuda:1")
+    for bad in ("gpu", "mps", "cuda:x", "CPU", "cuda:"):
+        with pytest.raises(ValueError, match="is not a device"):
+            check_device(bad)

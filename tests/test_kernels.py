@@ -145,6 +145,24 @@ def test_spearman_invariant_to_monotone_transforms(data):
     )
 
 
+@pytest.mark.parametrize("n_layers", [2, 369, 370, 1000])
+def test_spearman_exact_on_both_sides_of_the_float32_limit(n_layers):
+    # Integer ranks are multiplied in float32 up to 369 layers, in float64
+    # beyond: both are exact, so both equal the reference, and a signature
+    # correlates exactly 1 with a copy of itself (not only on the diagonal).
+    rng = np.random.default_rng(n_layers)
+    X = np.round(rng.normal(size=(5, 2 * n_layers)), 1)  # ties too
+    X[1, :n_layers] = np.nan
+    assert_allclose(spearman_similarity(X, X[::-1], n_modules=2),
+                    ref_spearman(X, X[::-1], 2), rtol=0, atol=1e-12)
+    assert np.all(np.diag(spearman_similarity(X, X.copy(), n_modules=2)) == 1.0)
+
+
+def test_spearman_refuses_profiles_too_deep_to_be_exact():
+    with pytest.raises(ValueError, match="300080 layers are too deep"):
+        spearman_similarity(np.zeros((1, 300080)), n_modules=1)
+
+
 def test_large_matrix_is_vectorised():
     # 2000 x 2000 signatures of 7 x 32: a few matrix products, about a
     # second at most (no wall-clock assert; the naive loop takes minutes).
@@ -263,10 +281,48 @@ def test_depth_mismatched_signatures():
     # resampling onto a common relative-depth grid
     S = SpearmanModuleKernel(depth=12)([parent, child, other])
     assert S.shape == (3, 3) and S[0, 1] > S[0, 2]
-    with pytest.raises(ValueError, match="different n_layers \\[9, 12\\]"):
+    with pytest.raises(ValueError, match="different depths \\[9, 12\\]"):
         SpearmanModuleKernel()(sigs)
 
 
 @parametrize_with_checks([SpearmanModuleKernel(n_modules=1)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("n_features", [7, 224, 5000])
+def test_exact_dot_is_the_same_bits_in_any_shape(n_features):
+    from fractions import Fraction
+
+    from sklearn_specsig.kernels._exact import exact_dot, slice_rows
+
+    rng = np.random.default_rng(n_features)
+    # Values over many magnitudes, zeros and a zero row: the slicing must
+    # not depend on anything but the row itself.
+    X = rng.normal(size=(6, n_features)) * 10.0 ** rng.integers(-6, 6, size=(6, 1))
+    Y = rng.normal(size=(40, n_features)) * 10.0 ** rng.integers(-6, 6, size=(40, n_features))
+    X[0] = 0.0
+    Y[3, ::2] = 0.0
+    full = exact_dot(slice_rows(X), slice_rows(Y))
+    for rows, cols in [(slice(1, 2), slice(0, 40)), (slice(0, 6), slice(5, 12)),
+                       (slice(2, 5), slice(39, 40))]:
+        part = exact_dot(slice_rows(X[rows]), slice_rows(Y[cols]))
+        np.testing.assert_array_equal(part, full[rows, cols])
+    assert (full[0] == 0.0).all()
+    # Accurate: within a few ulps of |x| |y| of the exact rational dot product.
+    for i, j in [(1, 0), (2, 3), (5, 39)]:
+        exact = float(sum(Fraction(a) * Fraction(b) for a, b in zip(X[i], Y[j])))
+        scale = np.linalg.norm(X[i]) * np.linalg.norm(Y[j])
+        assert abs(full[i, j] - exact) <= 4 * np.finfo(float).eps * scale
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "cosine"])
+def test_rbf_and_cosine_chunks_are_bit_equal_to_the_full_matrix(kernel):
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(9, 7 * 12)), rng.normal(size=(50, 7 * 12))
+    Y[::4, 24:36] = np.nan
+    params = {"gamma": 0.01} if kernel == "rbf" else {}
+    full = pairwise_similarity(X, Y, kernel=kernel, **params)
+    for start in range(0, 50, 7):
+        chunk = pairwise_similarity(X[3:4], Y[start:start + 7], kernel=kernel, **params)
+        np.testing.assert_array_equal(chunk, full[3:4, start:start + 7])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import config_context
 
-from sklearn_specsig.kernels import pairwise_similarity
+from sklearn_specsig.kernels import align_depth, pairwise_similarity, spearman_similarity
 from sklearn_specsig.search import SignatureIndex
 
 
@@ -50,6 +50,64 @@ def test_topk_equals_brute_force(kernel, chunk_size):
     gaps = np.diff(np.take_along_axis(S, order, axis=1), axis=1)
     if np.all(gaps < -1e-12):
         np.testing.assert_array_equal(ind, order)
+
+
+def _tied_spearman_store(rng, n_layers=12):
+    """Stored signatures whose Spearman similarities to the queries tie in
+    exact arithmetic in many ways, and queries that meet those ties.
+
+    Per pattern: the pattern, a monotone transform of it (the same ranks),
+    and copies with two adjacent layers of the ``q`` row swapped at several
+    depths (the ``q`` row increases, so each swap lowers the correlation
+    with an increasing query row by the same rational amount); a few without
+    a ``gate`` row; everything three times, shuffled across chunks.
+    """
+    patterns = rng.normal(size=(4, 7, n_layers))
+    patterns[:, 0] = np.arange(n_layers)
+    store = []
+    for z in patterns:
+        store += [z, np.exp(z)]
+        for i in range(0, n_layers - 1, 2):
+            swapped = z.copy()
+            swapped[0, [i, i + 1]] = swapped[0, [i + 1, i]]
+            store.append(swapped)
+        no_gate = z.copy()
+        no_gate[4] = np.nan
+        store += [no_gate, 2.0 * no_gate + 1.0]
+    X = np.stack(store * 3).reshape(-1, 7 * n_layers)
+    X = X[rng.permutation(len(X))]
+    Q = patterns[[0, 1, 2, 3, 0, 2]] + 0.3 * rng.normal(size=(6, 7, n_layers))
+    Q[:, 0] = np.arange(n_layers) + 0.5 * rng.random(size=(6, n_layers))  # still increasing
+    Q[5, 0] = rng.normal(size=n_layers)  # and one query without that structure
+    return X, Q.reshape(6, -1)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_spearman_ties_are_bit_identical_everywhere(chunk_size, monkeypatch):
+    rng = np.random.default_rng(5)
+    X, Q = _tied_spearman_store(rng)
+    S = spearman_similarity(Q, X)
+    # The ties are there: most rows of S hold far fewer values than columns.
+    assert max(len(np.unique(row)) for row in S) < len(X) // 3
+    # The same bits from the kernel at other shapes and tilings ...
+    np.testing.assert_array_equal(np.vstack([spearman_similarity(q[None], X) for q in Q]), S)
+    np.testing.assert_array_equal(spearman_similarity(np.vstack([Q, X]))[: len(Q), len(Q):], S)
+    with monkeypatch.context() as patch:
+        patch.setattr("sklearn_specsig.kernels._spearman._TILE_ROWS", 4)
+        patch.setattr("sklearn_specsig.kernels._spearman._TILE_ELEMENTS", 4 * chunk_size)
+        np.testing.assert_array_equal(spearman_similarity(Q, X), S)
+    # ... from the alignment (equal depths: the identity matching) ...
+    for a, b in [(0, 0), (0, 5), (3, 17), (5, 40)]:
+        res = align_depth(Q[a].reshape(7, -1), X[b].reshape(7, -1))
+        assert res.similarity == S[a, b] or np.isnan(res.similarity) and np.isnan(S[a, b])
+    # ... and from the index, at any chunk size, one query per block.
+    index = SignatureIndex(chunk_size=chunk_size).fit(X)
+    order = np.argsort(-np.where(np.isnan(S), -np.inf, S), axis=1, kind="stable")
+    with config_context(working_memory=0.0001):
+        for k in (5, 13, len(X)):
+            sim, ind = index.kneighbors(Q, n_neighbors=k)
+            np.testing.assert_array_equal(ind, order[:, :k])
+            np.testing.assert_array_equal(sim, np.take_along_axis(S, order[:, :k], axis=1))
 
 
 def test_query_blocks_under_a_small_working_memory():

@@ -75,7 +75,7 @@ def test_signature_index_ties_across_chunk_boundaries(kernel, chunk_size):
     rng = np.random.default_rng(7)
     X, Q = _tied_zoo(rng)
     index = SignatureIndex(kernel, chunk_size=chunk_size).fit(X)
-    S = pairwise_similarity(Q, X, kernel=kernel, **index._params)
+    S = pairwise_similarity(Q, X, kernel=kernel, **index.kernel_params_)
     for k in (1, 5, 12, 13, 30):
         sim, ind = index.kneighbors(Q, n_neighbors=k)
         expected = _reference(S, k)

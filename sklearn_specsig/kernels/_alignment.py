@@ -6,15 +6,22 @@ layer is described by its column of module values, z-scored per module
 row; the shorter model's layers are mapped injectively and in order onto
 the longer model's, minimising the total mean-absolute cost, by dynamic
 programming in O(L1 * L2).
+
+The room of depth alignment, above the Spearman core: the similarity of
+the matched layers comes from :mod:`._spearman`, the same numbers as
+:func:`~sklearn_specsig.kernels.spearman_similarity` gives for those
+columns, bit for bit.  :func:`aligned_similarity` is the all-pairs matrix of
+``SpearmanModuleKernel(depth="align")``.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .signature import Signature, flatten
+from ..signature import as_profiles
+from ._spearman import rank_module_rows, spearman_from_ranks
 
-__all__ = ["AlignmentResult", "align_depth"]
+__all__ = ["AlignmentResult", "align_depth", "aligned_similarity"]
 
 
 @dataclass(frozen=True)
@@ -51,37 +58,28 @@ class AlignmentResult:
     cost_matrix: np.ndarray = field(default=None, repr=False, compare=False)
 
 
-def _as_profile(Z, name):
-    values = Z.values if isinstance(Z, Signature) else Z
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] < 2:
-        # One layer has no depth profile to z-score or rank.
-        raise ValueError(
-            f"{name} should be a Signature or an (n_modules, n_layers) array "
-            f"with at least two layers, got shape {values.shape}; unflatten "
-            "a flattened row with sklearn_specsig.signature.unflatten."
-        )
-    if np.isinf(values).any():
-        raise ValueError(f"{name} contains infinite values; use NaN for missing ones.")
-    return values
-
-
-def _profile_list(X, n_modules):
-    """A list of (n_modules, L_i) arrays from Signatures or 2-D arrays, else None.
-
-    None means ``X`` is something else (a 2-D array of flattened rows).
-    """
-    if isinstance(X, np.ndarray) or not isinstance(X, (list, tuple)) or not X:
-        return None
-    if not all(isinstance(z, Signature) or np.ndim(z) == 2 for z in X):
-        return None
-    profiles = [np.asarray(getattr(z, "values", z), dtype=np.float64) for z in X]
-    for z in profiles:
-        if z.shape[0] != n_modules:
+def _check_profiles(Z1, Z2):
+    """``Z1`` and ``Z2`` as float64 (n_modules, L) profiles, or a ValueError."""
+    shapes = [np.shape(getattr(z, "values", z)) for z in (Z1, Z2)]
+    for name, shape in zip(("Z1", "Z2"), shapes):
+        if len(shape) != 2 or shape[1] < 2:
+            # One layer has no depth profile to z-score or rank; a 1-D
+            # flattened row must not be read as a profile by accident.
             raise ValueError(
-                f"a signature of shape {z.shape} does not have n_modules={n_modules} rows."
+                f"{name} should be a Signature or an (n_modules, n_layers) array "
+                f"with at least two layers, got shape {shape}; unflatten "
+                "a flattened row with sklearn_specsig.signature.unflatten."
             )
-    return profiles
+    if shapes[0][0] != shapes[1][0]:
+        raise ValueError(
+            f"Z1 has {shapes[0][0]} module rows but Z2 has {shapes[1][0]}; "
+            "both signatures need the same module roles (n_modules)."
+        )
+    Z1, Z2 = as_profiles([Z1, Z2], shapes[0][0], common_depth=False)
+    for name, Z in (("Z1", Z1), ("Z2", Z2)):
+        if np.isinf(Z).any():
+            raise ValueError(f"{name} contains infinite values; use NaN for missing ones.")
+    return Z1, Z2
 
 
 def _zscore_rows(Z):
@@ -184,15 +182,7 @@ def align_depth(Z1, Z2):
     >>> res.skipped, float(res.similarity)
     ([3, 7], 1.0)
     """
-    from .kernels import spearman_similarity  # kernels imports this module
-
-    Z1 = _as_profile(Z1, "Z1")
-    Z2 = _as_profile(Z2, "Z2")
-    if Z1.shape[0] != Z2.shape[0]:
-        raise ValueError(
-            f"Z1 has {Z1.shape[0]} module rows but Z2 has {Z2.shape[0]}; "
-            "both signatures need the same module roles (n_modules)."
-        )
+    Z1, Z2 = _check_profiles(Z1, Z2)
     swapped = Z1.shape[1] < Z2.shape[1]
     long_, short = (Z2, Z1) if swapped else (Z1, Z2)
     D = _cost_matrix(long_, short)
@@ -203,10 +193,8 @@ def align_depth(Z1, Z2):
     pairs = [(j, i) for i, j in matched] if swapped else matched
     rows1 = [i for i, _ in pairs]
     rows2 = [j for _, j in pairs]
-    similarity = spearman_similarity(
-        flatten(Z1[:, rows1])[None],
-        flatten(Z2[:, rows2])[None],
-        n_modules=Z1.shape[0],
+    similarity = spearman_from_ranks(
+        rank_module_rows(Z1[None, :, rows1]), rank_module_rows(Z2[None, :, rows2])
     )[0, 0]
     return AlignmentResult(
         cost=cost,
@@ -218,12 +206,32 @@ def align_depth(Z1, Z2):
     )
 
 
-def _aligned_similarity(X, Y=None):
+def aligned_similarity(X, Y=None):
     """Post-alignment similarity of every pair of two lists of profiles.
 
     One DP per pair (O(n_x * n_y * L1 * L2)): for hundreds of models, not a
     zoo; with ``Y`` None only the upper triangle is aligned (the alignment
     is symmetric in its arguments).
+
+    Parameters
+    ----------
+    X : list of ndarray of shape (n_modules, L_i)
+    Y : list of ndarray of shape (n_modules, L_j), default=None
+        Defaults to ``X``.
+
+    Returns
+    -------
+    ndarray of shape (len(X), len(Y))
+        ``align_depth(X[a], Y[b]).similarity``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_specsig.kernels._alignment import aligned_similarity
+    >>> parent = np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 1.0, 3.0, 2.0]])
+    >>> aligned_similarity([parent, parent[:, [0, 1, 3]]]).round(2)
+    array([[1., 1.],
+           [1., 1.]])
     """
     symmetric = Y is None
     Y = X if symmetric else Y
