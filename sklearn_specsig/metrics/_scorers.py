@@ -1,47 +1,8 @@
-"""The paper's evaluation measures as metrics and scikit-learn scorers.
+"""Kendall's tau, its significance and a NaN-aware MAE, as metrics and scorers.
 
-Performance prediction (paper Sec. 5.3, Table 5) is judged by the mean
-absolute error per benchmark and by Kendall's tau between the predicted and
-the true ranking of the test models, with "Significance" the number of
-repeated random train/test splits (out of 100) in which that tau is
-significant at the 5% level.  Each is here a plain function of
-``(y_true, y_pred)`` and a scorer for ``cross_validate(scoring=...)`` and
-``GridSearchCV``::
-
-    from sklearn.model_selection import ShuffleSplit, cross_validate
-    cv = ShuffleSplit(n_splits=100, test_size=0.5, random_state=0)
-    res = cross_validate(KNNPerformanceRegressor(), Z, scores, cv=cv,
-                         scoring=benchmark_scoring(["ARC", "MMLU"]))
-    res["test_ARC_significant"].sum()     # the paper's "Signif." for ARC
-    -res["test_ARC_mae"].mean()           # its MAE
-
-Conventions, the same for every metric here:
-
-- **Multi-output.**  ``output=None`` scores every column separately and
-  averages them uniformly (``multioutput="raw_values"`` returns the
-  per-column values instead); ``output=j`` (an index, or a column name when
-  ``y_true`` is a pandas DataFrame, as ``cross_validate`` passes it when
-  ``y`` is one) scores benchmark ``j`` alone.  The paper reports each
-  benchmark separately: use one scorer per benchmark
-  (:func:`benchmark_scoring` builds them all).
-- **Missing scores.**  Rows where ``y_true`` is NaN are left out of that
-  column's score (a model without a TruthfulQA score is not scored on
-  TruthfulQA), matching how :class:`~sklearn_specsig.KNNPerformanceRegressor`
-  trains.  NaN in ``y_pred`` is *not* left out: it makes the MAE and tau
-  NaN and the significance 0.
-- **Sign.**  Scorers follow scikit-learn's "greater is better": the MAE
-  scorer returns the *negative* MAE, like ``"neg_mean_absolute_error"``.
-
-Clustering quality (paper Sec. 4.2) is measured in the original signature
-space, with the distance ``d = 1 - similarity`` of a signature kernel
-(:func:`signature_distances`): :func:`signature_silhouette` and
-:func:`signature_davies_bouldin`.  These are public wrappers over the
-implementation :class:`~sklearn_specsig.SignatureClusterer` uses, so they
-give its ``silhouette_`` and ``davies_bouldin_``.  A pair of signatures with
-no comparable module row (NaN similarity) is at distance 1, with a warning.
-
-Every scorer is built by :func:`sklearn.metrics.make_scorer` from a
-module-level function, so it pickles (``GridSearchCV(n_jobs=2)``).
+The performance-prediction half of :mod:`sklearn_specsig.metrics` (paper
+Sec. 5.3, Table 5); its conventions (multi-output, missing true scores,
+sign of the scorers) are stated in that package's docstring.
 """
 
 import warnings
@@ -50,9 +11,6 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.stats import kendalltau
 from sklearn.metrics import make_scorer
-
-from ._clustering import davies_bouldin_precomputed, silhouette_precomputed
-from ._clustering import signature_distances as _signature_distances
 
 __all__ = [
     "benchmark_scoring",
@@ -63,9 +21,6 @@ __all__ = [
     "kendall_tau_scorer",
     "mae_scorer",
     "nan_mean_absolute_error",
-    "signature_davies_bouldin",
-    "signature_distances",
-    "signature_silhouette",
     "tau_scorer",
 ]
 
@@ -203,6 +158,15 @@ def kendall_tau_pvalue(y_true, y_pred, *, output=None, alternative="two-sided",
     -------
     pvalue : ndarray of shape (n_outputs,), or float
         A float for a 1-D ``y_true`` or one ``output``; NaN where tau is NaN.
+
+    Examples
+    --------
+    >>> from sklearn_specsig.metrics import kendall_tau_pvalue
+    >>> y = [1, 2, 3, 4, 5, 6]
+    >>> round(kendall_tau_pvalue(y, y), 4)
+    0.0028
+    >>> round(kendall_tau_pvalue(y, y, alternative="greater"), 4)  # one-sided: half
+    0.0014
     """
     _check_alternative(alternative)
     ps = [_tau_test(t, p, alternative)[1] for t, p in _columns(y_true, y_pred, output)]
@@ -318,6 +282,17 @@ def tau_scorer(output=None):
     -------
     scorer : callable
         ``scorer(estimator, X, y)``, greater is better.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LinearRegression
+    >>> from sklearn_specsig.metrics import tau_scorer
+    >>> X = np.arange(10.0)[:, None]
+    >>> Y = np.c_[X[:, 0], -X[:, 0]]
+    >>> reg = LinearRegression().fit(X, Y)
+    >>> round(tau_scorer(output=1)(reg, X, Y), 4)
+    1.0
     """
     return make_scorer(kendall_tau, output=output)
 
@@ -378,6 +353,16 @@ def mae_scorer(output=None):
     scorer : callable
         Returns ``-MAE`` (scikit-learn's greater-is-better convention, as
         ``"neg_mean_absolute_error"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn_specsig.metrics import mae_scorer
+    >>> X, y = np.zeros((4, 1)), np.array([1.0, 2.0, 3.0, np.nan])
+    >>> reg = DummyRegressor(strategy="constant", constant=2.0).fit(X, np.zeros(4))
+    >>> round(mae_scorer()(reg, X, y), 4)  # the missing score is skipped
+    -0.6667
     """
     return make_scorer(nan_mean_absolute_error, greater_is_better=False, output=output)
 
@@ -403,6 +388,14 @@ def benchmark_scoring(outputs, *, alpha=0.05, alternative="two-sided"):
         and ``"{b}_significant"`` (0/1), for
         ``cross_validate(..., scoring=scoring)``; results come back as
         ``"test_{b}_mae"`` etc.
+
+    Examples
+    --------
+    >>> from sklearn_specsig.metrics import benchmark_scoring
+    >>> sorted(benchmark_scoring(["ARC", "MMLU"]))
+    ['ARC_mae', 'ARC_significant', 'ARC_tau', 'MMLU_mae', 'MMLU_significant', 'MMLU_tau']
+    >>> sorted(benchmark_scoring(1))
+    ['0_mae', '0_significant', '0_tau']
     """
     if isinstance(outputs, Integral) and not isinstance(outputs, bool):
         outputs = list(range(int(outputs)))
@@ -413,166 +406,3 @@ def benchmark_scoring(outputs, *, alpha=0.05, alternative="two-sided"):
         scoring[f"{b}_significant"] = kendall_significance_scorer(
             alpha, output=b, alternative=alternative)
     return scoring
-
-
-# -- clustering quality in signature space -------------------------------------
-
-
-def signature_distances(Z, *, kernel="spearman", n_modules=7, **kernel_params):
-    """Distance matrix ``1 - similarity`` between signatures, clipped at 0.
-
-    The distance :class:`~sklearn_specsig.SignatureClusterer` clusters with
-    (the same implementation).
-
-    Parameters
-    ----------
-    Z : array-like of shape (n_samples, n_modules * n_layers)
-        Flattened signatures.
-    kernel : {"spearman", "rbf", "cosine"} or callable, default="spearman"
-        Similarity (:func:`sklearn_specsig.kernels.pairwise_similarity`).
-    n_modules : int, default=7
-        Module rows of a signature.
-    **kernel_params
-        Extra keyword arguments of the kernel.
-
-    Returns
-    -------
-    D : ndarray of shape (n_samples, n_samples)
-        Symmetric, zero diagonal, in [0, 2] for the named kernels.
-
-    Warns
-    -----
-    UserWarning
-        If a pair has no comparable module row (NaN similarity: e.g. rows
-        missing in one model where the other has them, or constant).  Such a
-        pair is given similarity 0, i.e. distance 1 ("no evidence either
-        way"), so the silhouette and clustering stay defined.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_specsig.metrics import signature_distances
-    >>> Z = np.array([[1.0, 2.0, 3.0, 4.0],
-    ...               [1.0, 2.0, 4.0, 3.0]])
-    >>> signature_distances(Z, n_modules=1)
-    array([[0. , 0.2],
-           [0.2, 0. ]])
-    """
-    return _signature_distances(Z, metric=kernel, n_modules=n_modules,
-                                kernel_params=kernel_params)
-
-
-def _distance_matrix(Z, kernel, n_modules, kernel_params):
-    if isinstance(kernel, str) and kernel == "precomputed":
-        D = np.asarray(Z, dtype=np.float64)
-        if D.ndim != 2 or D.shape[0] != D.shape[1]:
-            raise ValueError(f"kernel='precomputed' needs a square distance matrix, "
-                             f"got shape {D.shape}.")
-        return D
-    return signature_distances(Z, kernel=kernel, n_modules=n_modules, **kernel_params)
-
-
-def signature_silhouette(Z, labels, *, n_modules=7, kernel="spearman", noise_label=None,
-                         **kernel_params):
-    """Silhouette score of a clustering, in signature space (paper Sec. 4.2).
-
-    :func:`sklearn.metrics.silhouette_score` on the precomputed distances
-    ``1 - similarity`` of :func:`signature_distances`, never on an embedding
-    (UMAP) used to find the clusters; the score
-    :class:`~sklearn_specsig.SignatureClusterer` reports as ``silhouette_``.
-
-    Parameters
-    ----------
-    Z : array-like of shape (n_samples, n_modules * n_layers)
-        Flattened signatures, or with ``kernel="precomputed"`` a square
-        distance matrix.
-    labels : array-like of shape (n_samples,)
-        Cluster of each signature.
-    n_modules : int, default=7
-        Module rows of a signature.
-    kernel : {"spearman", "rbf", "cosine", "precomputed"} or callable, default="spearman"
-        Similarity whose ``1 - S`` is the distance; incomparable pairs are
-        at distance 1, with a warning (see :func:`signature_distances`).
-    noise_label : scalar, default=None
-        Points with this label (e.g. HDBSCAN's ``-1``) are left out.
-    **kernel_params
-        Extra keyword arguments of the kernel.
-
-    Returns
-    -------
-    score : float
-        In [-1, 1], higher is better.
-
-    Raises
-    ------
-    ValueError
-        Unless there are 2 to n - 1 clusters among the n points scored.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_specsig.metrics import signature_silhouette
-    >>> rng = np.random.default_rng(0)
-    >>> bases = rng.normal(size=(3, 7 * 8))
-    >>> Z = np.repeat(bases, 4, axis=0) + 0.05 * rng.normal(size=(12, 56))
-    >>> labels = np.repeat([0, 1, 2], 4)
-    >>> bool(signature_silhouette(Z, labels) > 0.8)
-    True
-    """
-    D = _distance_matrix(Z, kernel, n_modules, kernel_params)
-    return silhouette_precomputed(D, labels, noise_label=noise_label, strict=True)
-
-
-def signature_davies_bouldin(Z, labels, *, n_modules=7, kernel="spearman", noise_label=None,
-                             **kernel_params):
-    """Davies-Bouldin index of a clustering, in signature space.
-
-    scikit-learn's :func:`~sklearn.metrics.davies_bouldin_score` needs
-    centroids, hence coordinates.  Here the point-to-centroid and
-    centroid-to-centroid distances are obtained from the pairwise distances
-    ``d = 1 - similarity`` alone (law of cosines), so for distances between
-    Euclidean points this *is* ``davies_bouldin_score`` of the points, and
-    for ``1 - S`` it is that index on the exact (pseudo-Euclidean)
-    classical-MDS embedding of the distances.  It is the value
-    :class:`~sklearn_specsig.SignatureClusterer` reports as
-    ``davies_bouldin_``.  Lower is better; 0 is the ideal.
-
-    Parameters
-    ----------
-    Z : array-like of shape (n_samples, n_modules * n_layers)
-        Flattened signatures, or with ``kernel="precomputed"`` a square
-        distance matrix.
-    labels : array-like of shape (n_samples,)
-        Cluster of each signature.
-    n_modules : int, default=7
-        Module rows of a signature.
-    kernel : {"spearman", "rbf", "cosine", "precomputed"} or callable, default="spearman"
-        Similarity whose ``1 - S`` is the distance; incomparable pairs are
-        at distance 1, with a warning (see :func:`signature_distances`).
-    noise_label : scalar, default=None
-        Points with this label (e.g. HDBSCAN's ``-1``) are left out.
-    **kernel_params
-        Extra keyword arguments of the kernel.
-
-    Returns
-    -------
-    score : float
-
-    Raises
-    ------
-    ValueError
-        Unless there are 2 to n - 1 clusters among the n points scored.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.metrics import davies_bouldin_score, pairwise_distances
-    >>> from sklearn_specsig.metrics import signature_davies_bouldin
-    >>> P = np.array([[0.0], [1.0], [5.0], [7.0]])
-    >>> labels = [0, 0, 1, 1]
-    >>> db = signature_davies_bouldin(pairwise_distances(P), labels, kernel="precomputed")
-    >>> round(db, 4), round(float(davies_bouldin_score(P, labels)), 4)
-    (0.2727, 0.2727)
-    """
-    D = _distance_matrix(Z, kernel, n_modules, kernel_params)
-    return davies_bouldin_precomputed(D, labels, noise_label=noise_label, strict=True)
