@@ -285,3 +285,37 @@ def test_signature_notes_name_undefined_matrices_and_missing_layers(capsys, tmp_
     assert len(notes) == 2, err
     assert q in notes[0] and "rank below N/2" in notes[0]
     assert "no gate matrix was found at layer(s) [2]" in notes[1]
+
+
+def test_different_depths_and_a_bad_device_are_one_message(capsys, small_zoo, store, tmp_path):
+    from sklearn_specsig.datasets import make_model_zoo
+
+    deeper = make_model_zoo(tmp_path, n_families=1, n_derived=0, n_layers=9, random_state=3)
+    models = [small_zoo.paths[0], *deeper.paths]
+    code, _, err = run(capsys, "similarity", *models, "--cache", store, "--no-progress")
+    assert code == 1
+    assert err.strip() == (
+        "specsig: error: the signatures have different depths [6, 9]; pass --n-layers N "
+        "to resample them onto a common relative-depth grid."
+    )
+    code, out, _ = run(capsys, "similarity", *models, "--n-layers", 5, "--cache", store,
+                       "--no-progress", "--json")
+    assert code == 0 and np.shape(json.loads(out)["similarity"]) == (2, 2)
+
+    # One error before any model is read, not one per model.
+    code, _, err = run(capsys, "signature", *small_zoo.paths[:3], "--device", "gpu",
+                       "--cache", "none", "--no-progress")
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "specsig: error: device='gpu' is not a device: use 'auto', 'cpu', 'cuda', "
+        "'cuda:N' or a torch.device."
+    ]
+
+
+def test_kernel_choices_are_the_library_kernels(capsys):
+    from sklearn_specsig.kernels import KERNELS
+
+    with pytest.raises(SystemExit):
+        main(["similarity", "x", "--kernel", "nope"])
+    err = capsys.readouterr().err
+    assert all(repr(name) in err for name in KERNELS)

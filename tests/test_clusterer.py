@@ -21,13 +21,13 @@ from sklearn.metrics import (
 )
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_specsig._clustering import (
-    davies_bouldin_precomputed,
-    silhouette_precomputed,
-)
 from sklearn_specsig.estimators._clusterer import SignatureClusterer
 from sklearn_specsig.kernels import spearman_similarity
 from sklearn_specsig.metrics import signature_davies_bouldin, signature_silhouette
+from sklearn_specsig.metrics._cluster_indices import (
+    davies_bouldin_precomputed,
+    silhouette_precomputed,
+)
 
 METHODS = ["spectral", "hdbscan", "bgmm", "kmeans"]
 
@@ -41,7 +41,7 @@ MIN_ARI = {"spectral": 0.9, "hdbscan": 0.9, "kmeans": 0.9, "bgmm": 0.85}
 
 
 def _expected_failed_checks(estimator):
-    if estimator.metric == "spearman":
+    if estimator.kernel == "spearman":
         return {
             "check_clustering": (
                 "the check clusters make_blobs data of 2 features; with "
@@ -61,9 +61,9 @@ _FAST_UMAP = {"n_epochs": 50}
 @parametrize_with_checks(
     [
         SignatureClusterer(method="kmeans", n_modules=1, umap_params=_FAST_UMAP, random_state=0),
-        SignatureClusterer(method="kmeans", n_modules=1, metric="rbf", umap_params=_FAST_UMAP,
+        SignatureClusterer(method="kmeans", n_modules=1, kernel="rbf", umap_params=_FAST_UMAP,
                            random_state=0),
-        SignatureClusterer(method="spectral", n_modules=1, metric="rbf", random_state=0),
+        SignatureClusterer(method="spectral", n_modules=1, kernel="rbf", random_state=0),
     ],
     expected_failed_checks=_expected_failed_checks,
 )
@@ -255,3 +255,38 @@ def test_incomparable_signatures_warn_and_count_as_unrelated(zoo):
     assert adjusted_rand_score(zoo.labels[others], cl.labels_[others]) >= 0.9
     with pytest.warns(UserWarning, match="no comparable module row"):
         cl.predict(X[5:6])
+
+
+# -- kernel= (issue 12: metric was the similarity kernel) ---------------------------
+
+
+def test_metric_is_a_deprecated_alias_of_kernel(zoo):
+    new = SignatureClusterer("spectral", kernel="rbf", random_state=0).fit(zoo.Z)
+    with pytest.warns(FutureWarning, match="`metric` was renamed `kernel`"):
+        old = SignatureClusterer("spectral", metric="rbf", random_state=0).fit(zoo.Z)
+    np.testing.assert_array_equal(old.labels_, new.labels_)
+    np.testing.assert_array_equal(old.predict(zoo.Z[:5]), new.predict(zoo.Z[:5]))
+    assert old.get_params()["metric"] == "rbf"  # stored verbatim
+    assert SignatureClusterer().get_params()["metric"] == "deprecated"
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="pass kernel only"):
+        SignatureClusterer(kernel="cosine", metric="rbf").fit(zoo.Z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the default does not warn
+        SignatureClusterer("spectral", random_state=0).fit(zoo.Z)
+
+
+def test_kernel_params_reach_the_kernel(zoo):
+    seen = []
+
+    def kernel(X, Y, **params):
+        seen.append(params)
+        return spearman_similarity(X, Y)
+
+    cl = SignatureClusterer("spectral", kernel=kernel, kernel_params={"tag": 1},
+                            random_state=0).fit(zoo.Z)
+    cl.predict(zoo.Z[:3])
+    assert seen == [{"tag": 1}, {"tag": 1}]
+    ref = SignatureClusterer("spectral", random_state=0).fit(zoo.Z)
+    np.testing.assert_array_equal(cl.labels_, ref.labels_)
+    with pytest.raises(ValueError, match="kernel_params"):
+        SignatureClusterer(kernel_params=[1]).fit(zoo.Z)

@@ -314,3 +314,46 @@ def test_null_is_cross_family_pairs():
     pairs = [S[i, j] for i in range(5) for j in range(i + 1, 5) if labels[i] != labels[j]]
     np.testing.assert_allclose(clf.null_similarities_, np.sort(pairs))
     np.testing.assert_allclose(null_similarities(X, labels), np.sort(pairs))
+
+
+# -- one validation per call (issue 12) ----------------------------------------------
+
+
+def test_a_prediction_validates_its_input_once(monkeypatch):
+    import sklearn
+
+    from sklearn_specsig.estimators import _base
+
+    calls, configs = [], []
+    real = _base.validate_data
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("reset"))
+        return real(*args, **kwargs)
+
+    def kernel(X, Y):
+        configs.append(sklearn.get_config()["assume_finite"])
+        return spearman_similarity(X, Y)
+
+    monkeypatch.setattr(_base, "validate_data", counting)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 21))
+    clf = LineageClassifier(kernel=kernel).fit(X, ["a", "b", "c", "d"])
+    assert calls == [True]
+    calls.clear()
+    clf.predict(X[:2])
+    # X once, at the boundary; the kernel then runs on the validated arrays
+    # (query and references) without scanning them again.
+    assert calls == [False] and configs[-1] is True
+    assert sklearn.get_config()["assume_finite"] is False
+    with pytest.raises(ValueError, match="infinity"):
+        clf.predict(np.full((1, 21), np.inf))
+
+
+def test_every_estimator_shares_the_kernel_names():
+    from sklearn_specsig import KNNPerformanceRegressor, SignatureClusterer
+    from sklearn_specsig.kernels import KERNELS
+
+    for est in (LineageClassifier, KNNPerformanceRegressor, SignatureClusterer):
+        (names,) = [c for c in est._parameter_constraints["kernel"] if hasattr(c, "options")]
+        assert names.options == set(KERNELS), est

@@ -138,3 +138,13 @@ def test_undefined_matrices_and_missing_layers(tmp_path):
     assert nan_cells == {("down", 0), ("k", 1)}
     with pytest.warns(SpectralWarning, match="all zeros"):
         assert sig.with_metric("log_norm").undefined_matrices().keys() == {zero}
+
+
+def test_as_profiles_names_the_callers_remedy_and_keeps_nan():
+    from sklearn_specsig.signature import as_profiles
+
+    a, b = np.zeros((7, 3)), np.full((7, 5), np.nan)
+    with pytest.raises(ValueError, match=r"depths \[3, 5\]; pass --n-layers N\.$"):
+        as_profiles([a, b], hint="pass --n-layers N")
+    out = as_profiles([a, b], n_layers=4)
+    assert out.shape == (2, 7, 4) and np.isnan(out[1]).all() and (out[0] == 0).all()

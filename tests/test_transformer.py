@@ -164,3 +164,87 @@ def test_pipeline_cross_validation_and_grid_search(small_zoo, store):
         "alpha_hill",
         "log_norm",
     }
+
+
+# -- validation at the boundary (issue 12) ------------------------------------------
+
+
+@pytest.fixture
+def count_reads(monkeypatch):
+    """Count the checkpoints the engine starts to read."""
+    from sklearn_specsig.engine import _extract
+
+    calls = []
+    real = _extract.locate_checkpoint
+
+    def counting(source, **kwargs):
+        calls.append(source)
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(_extract, "locate_checkpoint", counting)
+    return calls
+
+
+def test_a_bad_device_is_one_error_before_any_read(small_zoo, count_reads, count_solves):
+    sig = SpectralSignatureTransformer(device="gpu", on_error="warn", cache=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a warning (and a NaN row) per model
+        with pytest.raises(ValueError, match="device='gpu' is not a device"):
+            sig.fit(small_zoo.paths)
+    assert count_reads == [] and count_solves() == 0
+    assert not hasattr(sig, "n_layers_")
+
+
+def test_a_cuda_transformer_unpickled_without_cuda(small_zoo, store, monkeypatch,
+                                                   count_reads):
+    import torch
+
+    sig = SpectralSignatureTransformer(cache=store).fit(small_zoo.paths[:2])
+    sig.device = "cuda"  # as if fitted on a GPU machine
+    restored = pickle.loads(pickle.dumps(sig))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    count_reads.clear()
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        restored.transform(small_zoo.paths[:2])
+    assert count_reads == []
+
+
+def test_transform_raises_when_every_model_fails(small_zoo, tmp_path, store):
+    sig = SpectralSignatureTransformer(cache=store, on_error="warn").fit(small_zoo.paths[:2])
+    missing = [str(tmp_path / "missing-a"), str(tmp_path / "missing-b")]
+    with pytest.warns(UserWarning, match="missing-") as record:
+        with pytest.raises(ValueError, match="no model in X could be read"):
+            sig.transform(missing)
+    assert len(record) == 2  # one warning per model, then the error
+
+
+def test_failed_models_keep_nan_rows_when_resampled(small_zoo, tmp_path, store):
+    # The NaN row of a failed model survives the one profile coercion.
+    sig = SpectralSignatureTransformer(n_layers=3, cache=store, on_error="warn")
+    with pytest.warns(UserWarning, match="missing-model"):
+        Z = sig.fit_transform([str(tmp_path / "missing-model"), small_zoo.paths[1]])
+    assert Z.shape == (2, 21) and np.isnan(Z[0]).all() and np.isfinite(Z[1]).all()
+
+
+def test_different_depths_is_the_one_message(small_zoo, tmp_path, store):
+    from sklearn_specsig.datasets import make_model_zoo
+
+    deeper = make_model_zoo(tmp_path, n_families=1, n_derived=0, n_layers=9, random_state=3)
+    expected = ("the signatures have different depths [6, 9]; set n_layers=<int> to "
+                "resample them onto a common relative-depth grid.")
+    with pytest.raises(ValueError) as info:
+        SpectralSignatureTransformer(cache=store).fit(small_zoo.paths[:1] + deeper.paths)
+    assert str(info.value) == expected
+
+
+def test_the_transformer_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, pickle\n"
+            "from sklearn_specsig import SpectralSignatureTransformer\n"
+            "pickle.loads(pickle.dumps(SpectralSignatureTransformer(device='cpu')))\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from ..errors import SpecsigError
+from ..kernels import KERNELS
 from ..spectral import METRICS
 from ._commands import (
     FAILED,
@@ -32,7 +33,8 @@ from ._demo import cmd_demo
 
 __all__ = ["main"]
 
-_KERNELS = ("spearman", "rbf", "cosine")
+# --kernel choices: the kernels every estimator accepts by name (one source).
+_KERNELS = tuple(KERNELS)
 
 
 def _common(parser):
@@ -41,7 +43,8 @@ def _common(parser):
     group.add_argument("--metric", default="alpha_hill", choices=sorted(METRICS),
                        help="ESD metric of each matrix (default: alpha_hill, PL_Alpha_Hill)")
     group.add_argument("--device", default="auto",
-                       help="'auto' (CUDA when present), 'cpu' or 'cuda' (default: auto)")
+                       help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N' "
+                            "(default: auto)")
     group.add_argument("--cache", default="auto",
                        help="signature store: 'auto' (user cache, $SPECSIG_CACHE), "
                             "a folder or file, or 'none' (default: auto)")

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..architectures import ROLES
 from ..engine import sign_models
-from ..signature import resample_depth
+from ..signature import as_profiles
 from ._output import (
     format_table,
     print_json,
@@ -20,13 +20,19 @@ from ._output import (
 #: Exit codes (README "The specsig command").
 OK, FAILED, USAGE, PARTIAL = 0, 1, 2, 3
 
+#: What the "different depths" error of :func:`flatten` tells the user to do.
+_DEPTH_HINT = "pass --n-layers N to resample them onto a common relative-depth grid"
+
 
 def _cache(value):
     return None if value.lower() in ("none", "off", "no") else value
 
 
-def sign(models, args, *, need_common_depth=True):
+def sign(models, args):
     """Sign ``models`` as the common options say.
+
+    Models of different depths are signed as they are; :func:`flatten`
+    says so when a command needs one depth.
 
     Returns
     -------
@@ -59,13 +65,6 @@ def sign(models, args, *, need_common_depth=True):
         _note_nan_cells(name, result)
     if not signatures:
         raise ValueError("no model could be read; see the messages above.")
-    if need_common_depth:
-        depths = sorted({s.n_layers for s in signatures})
-        if args.n_layers is None and len(depths) > 1:
-            raise ValueError(
-                f"the models have different depths {depths}; pass --n-layers N to "
-                "resample them onto a common relative-depth grid."
-            )
     return ids, signatures, failed
 
 
@@ -89,12 +88,14 @@ def _note_nan_cells(name, signature):
 
 
 def flatten(signatures, n_layers):
-    """(n_models, 7 * n_layers) rows, resampled when ``n_layers`` is set."""
-    rows = []
-    for sig in signatures:
-        values = sig.values if n_layers is None else resample_depth(sig.values, n_layers)
-        rows.append(values.reshape(-1))
-    return np.vstack(rows)
+    """(n_models, 7 * L) rows, resampled onto ``n_layers`` points when set.
+
+    Through :func:`~sklearn_specsig.signature.as_profiles`, the package's one
+    coercion, so the "different depths" error is the library's, with the
+    command line's option as the remedy.
+    """
+    profiles = as_profiles(list(signatures), len(ROLES), n_layers=n_layers, hint=_DEPTH_HINT)
+    return profiles.reshape(len(profiles), -1)
 
 
 def _status(failed):
@@ -298,7 +299,7 @@ def cmd_predict(args):
 def cmd_align(args):
     from ..kernels import align_depth
 
-    ids, signatures, failed = sign([args.a, args.b], args, need_common_depth=False)
+    ids, signatures, failed = sign([args.a, args.b], args)
     if len(signatures) != 2:
         raise ValueError(f"align needs both models; could not read {', '.join(failed)}.")
     a, b = signatures

@@ -8,8 +8,10 @@ is committed at once, so an interrupted extraction keeps its work.  The keys
 are made by :mod:`sklearn_specsig.store`; see ``docs/design.md``.
 """
 
+import re
 from dataclasses import dataclass, field
 
+import torch
 from tqdm.auto import tqdm
 
 from ..architectures import resolve_architecture, schemes_in_force
@@ -28,6 +30,83 @@ from ..store import (
 )
 from ._prefetch import prefetched
 from ._solver import SpectrumSolver
+
+__all__ = ["Extraction", "check_device", "check_precision", "extract_spectra"]
+
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+_PRECISIONS = ("float32", "float64")
+
+
+def check_device(device):
+    """The :class:`torch.device` that ``device`` names, checked before any read.
+
+    The rule of the library's ``device=`` parameters: ``"auto"`` (CUDA when
+    present), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a :class:`torch.device`.
+    A CUDA device is refused when torch sees no GPU (or fewer than ``N + 1``):
+    an estimator fitted on a GPU machine and unpickled on a CPU-only one
+    says so here, not once per model in the middle of a batch.  ``"auto"``
+    is resolved by :func:`sklearn_specsig.spectral.resolve_device`; this
+    rule is that function's, narrowed to the devices the eigensolvers run
+    on and told how many GPUs there are.
+
+    Parameters
+    ----------
+    device : str or torch.device
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        Not a device of the rule, or CUDA asked for where there is none.
+
+    Examples
+    --------
+    >>> from sklearn_specsig.engine._extract import check_device
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device='gpu' is not a device: use 'auto', 'cpu', 'cuda', \
+'cuda:N' or a torch.device.
+    """
+    if not isinstance(device, torch.device) and not (
+            isinstance(device, str) and _DEVICE_NAME.fullmatch(device)):
+        raise ValueError(
+            f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda', "
+            "'cuda:N' or a torch.device."
+        )
+    if isinstance(device, torch.device) or device == "auto":
+        resolved = resolve_device(device)
+    else:
+        # No resolve_device here: it would accept what torch knows ('mps',
+        # 'cuda:7') without asking how many GPUs this machine has.
+        resolved = torch.device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device={device!r} asks for CUDA but torch sees no CUDA GPU on this "
+                "machine; use device='auto' (CUDA when present) or 'cpu'."
+            )
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device={device!r} asks for CUDA GPU {resolved.index} but torch sees "
+                f"{count}; use 'cuda:0' to 'cuda:{count - 1}' or 'auto'."
+            )
+    return resolved
+
+
+def check_precision(precision):
+    """Raise a ValueError unless ``precision`` is "float32" or "float64"."""
+    if not (isinstance(precision, str) and precision in _PRECISIONS):
+        raise ValueError(
+            f"precision={precision!r} is not supported; use 'float32' or 'float64'."
+        )
+    return precision
 
 
 @dataclass(frozen=True)
@@ -120,7 +199,9 @@ def extract_spectra(
     -------
     Extraction
     """
-    device = resolve_device(device)
+    # Settings first: a bad one raises before any file is opened.
+    device = check_device(device)
+    check_precision(precision)
     store = resolve_store(cache)
     settings = settings_key(precision)
     location = locate_checkpoint(source, revision=revision)

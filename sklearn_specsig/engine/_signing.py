@@ -4,9 +4,36 @@ from joblib import Parallel, delayed
 
 from ..errors import SpecsigError, StoreError
 from ..signature import ROLES, Signature, metric_name, signature_values
-from ._extract import extract_spectra
+from ..spectral import METRICS
+from ._extract import check_device, check_precision, extract_spectra
 
-__all__ = ["compute_signature", "sign_models"]
+__all__ = ["check_metric", "check_signing", "compute_signature", "sign_models"]
+
+
+def check_metric(metric):
+    """Raise a ValueError unless ``metric`` is a name of ``METRICS`` or a callable."""
+    if not (callable(metric) or (isinstance(metric, str) and metric in METRICS)):
+        raise ValueError(
+            f"metric={metric!r} is not a metric; use one of {sorted(METRICS)} or a "
+            "callable of a spectrum."
+        )
+    return metric
+
+
+def check_signing(metric, device, precision):
+    """Check the settings of a signing before any file is read.
+
+    Whatever ``on_error`` says, a bad setting is one ``ValueError`` here,
+    not a failure (and a warning) per model.
+
+    Returns
+    -------
+    torch.device
+        The device ``device`` names (:func:`check_device`).
+    """
+    check_metric(metric)
+    check_precision(precision)
+    return check_device(device)
 
 
 def compute_signature(
@@ -32,8 +59,9 @@ def compute_signature(
         Metric of each spectrum; see
         :data:`sklearn_specsig.spectral.METRICS`.  Every other metric is
         available afterwards through :meth:`Signature.with_metric`.
-    device : {"auto", "cpu", "cuda"}, default="auto"
-        Where eigenvalues are computed; ``"auto"`` uses CUDA when present.
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
+        Where eigenvalues are computed; ``"auto"`` uses CUDA when present,
+        and a CUDA device where torch sees none is a ``ValueError``.
     cache : "auto", None, path or SignatureStore, default="auto"
         Where spectra are cached; see :func:`sklearn_specsig.store.resolve_store`.
     precision : {"float32", "float64"}, default="float32"
@@ -65,6 +93,7 @@ def compute_signature(
     'log_norm'
     >>> folder.cleanup()
     """
+    check_signing(metric, device, precision)
     result = extract_spectra(
         source,
         device=device,
@@ -116,7 +145,12 @@ def sign_models(models, metric, kwargs, n_jobs, on_error):
     :class:`~sklearn_specsig.errors.StoreError` is raised in either mode.
     joblib's active backend is used, so ``joblib.parallel_config(
     backend="dask")`` runs this on a Dask cluster unchanged.
+
+    The settings are checked first (:func:`check_signing`): a bad
+    ``metric``, ``device`` or ``precision`` raises one ``ValueError``
+    before any model is read, in either ``on_error`` mode.
     """
+    check_signing(metric, kwargs.get("device", "auto"), kwargs.get("precision", "float32"))
     return Parallel(n_jobs=n_jobs)(
         delayed(_signature_or_error)(m, metric, kwargs, on_error) for m in models
     )

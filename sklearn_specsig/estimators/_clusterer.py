@@ -11,18 +11,23 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.manifold import spectral_embedding
 from sklearn.mixture import BayesianGaussianMixture
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from .._clustering import (
-    _relabel,
+from ..metrics._cluster_indices import (
     davies_bouldin_precomputed,
     signature_distances,
     signature_similarity,
     silhouette_precomputed,
 )
-from ..signature import check_n_modules
+from ._base import (
+    KERNEL_CONSTRAINT,
+    N_MODULES_CONSTRAINT,
+    SignatureInputMixin,
+    validate_signatures,
+    validated_inputs,
+)
 
 __all__ = ["SignatureClusterer"]
 
@@ -33,7 +38,19 @@ _UMAP_RESERVED = ("metric", "random_state")
 _SINGLE_THREAD_BELOW = 5000
 
 
-class SignatureClusterer(ClusterMixin, BaseEstimator):
+def _relabel(labels):
+    """Clusters numbered 0, 1, ... in order of first appearance; -1 kept."""
+    labels = np.asarray(labels)
+    out = np.full(labels.shape, -1, dtype=np.int64)
+    clustered = labels >= 0
+    _, first, inverse = np.unique(labels[clustered], return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    out[clustered] = rank[inverse]
+    return out
+
+
+class SignatureClusterer(SignatureInputMixin, ClusterMixin, BaseEstimator):
     """Cluster models by their spectral signatures (paper Sec. 4.2).
 
     Four pipelines, as in the paper: HDBSCAN, a Bayesian Gaussian mixture
@@ -42,7 +59,7 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
     ``n_components``, HDBSCAN's ``min_cluster_size``) is the candidate of
     highest silhouette, and the silhouette, like the Davies-Bouldin index,
     is measured in the *original signature space*, on the distance
-    ``D = max(1 - S, 0)`` of the similarity kernel ``S`` (``metric``),
+    ``D = max(1 - S, 0)`` of the similarity kernel ``S`` (``kernel``),
     never in the embedding, so that the scores reflect the signatures and
     not the artefacts of UMAP.
 
@@ -51,7 +68,7 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
     method : {"spectral", "hdbscan", "bgmm", "kmeans"}, default="spectral"
         ``"spectral"``: :class:`~sklearn.cluster.SpectralClustering` with
         ``affinity="precomputed"`` on ``(1 + S) / 2`` (``S`` itself for
-        ``metric="rbf"``, already in [0, 1]).  The others run on
+        ``kernel="rbf"``, already in [0, 1]).  The others run on
         ``embedding_``, UMAP of ``D`` with ``metric="precomputed"``:
         UMAP then sees exactly the distances the silhouette uses, NaN rows
         (a role an architecture lacks) are handled by the kernel, and the
@@ -73,10 +90,13 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
     n_modules : int, default=7
         Module rows of a flattened signature; the feature count must be a
         multiple of it.  ``n_modules=1`` treats a whole row as one profile.
-    metric : {"spearman", "rbf", "cosine"} or callable, default="spearman"
+    kernel : {"spearman", "rbf", "cosine"} or callable, default="spearman"
         Similarity kernel of the signature space
         (:func:`~sklearn_specsig.kernels.pairwise_similarity`); the distance
-        is ``max(1 - S, 0)``.
+        is ``max(1 - S, 0)``.  A callable ``kernel(X, Y, **kernel_params)``
+        returns the ``(n_x, n_y)`` similarity matrix (larger = closer).
+    kernel_params : dict, default=None
+        Extra keyword arguments of the kernel (e.g. ``gamma`` for "rbf").
     candidate_clusters : array-like of int, default=None
         Values tried when ``n_clusters="auto"``, e.g. ``range(2, 11)``:
         numbers of clusters
@@ -94,6 +114,13 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds UMAP, K-Means, BGMM and spectral clustering.  With a seed UMAP
         runs single-threaded (reproducible); None lets it use all cores.
+    metric : {"spearman", "rbf", "cosine"} or callable, default="deprecated"
+        The similarity kernel, under its former name.
+
+        .. deprecated:: 0.1
+           ``metric`` was renamed ``kernel`` (the transformer's ``metric`` is
+           the spectral metric, not a similarity) and will be removed in
+           0.2; it still works, with a ``FutureWarning``.
 
     Attributes
     ----------
@@ -190,11 +217,13 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "method": [StrOptions({"spectral", "hdbscan", "bgmm", "kmeans"})],
         "n_clusters": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "n_modules": [Interval(Integral, 1, None, closed="left")],
-        "metric": [StrOptions({"spearman", "rbf", "cosine"}), callable],
+        "n_modules": N_MODULES_CONSTRAINT,
+        "kernel": KERNEL_CONSTRAINT,
+        "kernel_params": [dict, None],
         "candidate_clusters": ["array-like", None],
         "umap_params": [dict, None],
         "random_state": ["random_state"],
+        "metric": [*KERNEL_CONSTRAINT, Hidden(StrOptions({"deprecated"}))],
     }
 
     def __init__(
@@ -203,25 +232,46 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
         n_clusters="auto",
         *,
         n_modules=7,
-        metric="spearman",
+        kernel="spearman",
+        kernel_params=None,
         candidate_clusters=None,
         umap_params=None,
         random_state=None,
+        metric="deprecated",
     ):
         self.method = method
         self.n_clusters = n_clusters
         self.n_modules = n_modules
-        self.metric = metric
+        self.kernel = kernel
+        self.kernel_params = kernel_params
         self.candidate_clusters = candidate_clusters
         self.umap_params = umap_params
         self.random_state = random_state
+        self.metric = metric
 
     # -- validation -----------------------------------------------------
 
-    def _check_layout(self, X):
+    def _resolve_kernel(self):
+        """The kernel in force: ``kernel``, or the deprecated ``metric``."""
+        if isinstance(self.metric, str) and self.metric == "deprecated":
+            return self.kernel
+        warnings.warn(
+            "SignatureClusterer's parameter `metric` was renamed `kernel` in 0.1 "
+            "and will be removed in 0.2; pass kernel= instead.",
+            FutureWarning,
+            stacklevel=4,  # _resolve_kernel < fit < _fit_context < the caller
+        )
+        if not (isinstance(self.kernel, str) and self.kernel == "spearman"):
+            raise ValueError(
+                f"both kernel={self.kernel!r} and the deprecated metric="
+                f"{self.metric!r} are set; pass kernel only."
+            )
+        return self.metric
+
+    def _check_layout(self, X, kernel):
+        # n_modules is checked by validate_signatures; this is the kernel's need.
         n_features = X.shape[1]
-        check_n_modules(n_features, self.n_modules)
-        if self.metric == "spearman" and n_features // self.n_modules < 2:
+        if isinstance(kernel, str) and kernel == "spearman" and n_features // self.n_modules < 2:
             raise ValueError(
                 f"X has {n_features} feature(s), {n_features // self.n_modules} "
                 f"layer(s) per module row at n_modules={self.n_modules}: a "
@@ -313,7 +363,8 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
     def _affinity(self, D):
         # rbf similarities are already in (0, 1]; spearman / cosine map [-1, 1] -> [0, 1].
         S = 1.0 - D
-        return S if self.metric == "rbf" else (1.0 + S) / 2.0
+        rbf = isinstance(self._kernel, str) and self._kernel == "rbf"
+        return S if rbf else (1.0 + S) / 2.0
 
     def _fit_one(self, c, data, seed):
         """Labels for one candidate value ``c`` (and whether it converged)."""
@@ -355,12 +406,15 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
         -------
         self : SignatureClusterer
         """
-        X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
-        self._check_layout(X)
+        self._kernel = self._resolve_kernel()
+        X = validate_signatures(self, X, reset=True)
+        self._check_layout(X, self._kernel)
         n = X.shape[0]
         self._check_n_samples(n)
         candidates, what = self._candidates(n)
-        D = signature_distances(X, metric=self.metric, n_modules=self.n_modules)
+        with validated_inputs():
+            D = signature_distances(X, kernel=self._kernel, n_modules=self.n_modules,
+                                    **(self.kernel_params or {}))
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
@@ -422,18 +476,14 @@ class SignatureClusterer(ClusterMixin, BaseEstimator):
             that all queries get -1 when the fit found no cluster.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64,
-                          ensure_all_finite="allow-nan")
-        self._check_layout(X)
+        X = validate_signatures(self, X, reset=False)
+        self._check_layout(X, self._kernel)
         if self.n_clusters_ == 0:
             return np.full(X.shape[0], -1, dtype=np.int64)
-        S = signature_similarity(X, self.X_fit_, metric=self.metric, n_modules=self.n_modules)
+        with validated_inputs():
+            S = signature_similarity(X, self.X_fit_, kernel=self._kernel,
+                                     n_modules=self.n_modules, **(self.kernel_params or {}))
         # Mean similarity to each cluster's members (noise, -1, in none).
         onehot = self.labels_[:, None] == np.arange(self.n_clusters_)[None, :]
         M = (S @ onehot) / onehot.sum(axis=0)
         return np.argmax(M, axis=1).astype(np.int64)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags

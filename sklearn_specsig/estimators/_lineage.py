@@ -2,18 +2,24 @@
 
 import numbers
 import warnings
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from .._topk import top_k
 from ..kernels import pairwise_similarity
 from ..provenance import empirical_pvalue, null_similarities
-from ..signature import check_n_modules
+from ._base import (
+    KERNEL_CONSTRAINT,
+    N_MODULES_CONSTRAINT,
+    SignatureInputMixin,
+    validate_signatures,
+    validated_inputs,
+)
 
 __all__ = ["LineageClassifier"]
 
@@ -34,7 +40,7 @@ def _label_fits(label, classes):
     return False
 
 
-class LineageClassifier(ClassifierMixin, BaseEstimator):
+class LineageClassifier(SignatureInputMixin, ClassifierMixin, BaseEstimator):
     """Nearest-base lineage classifier over spectral signatures (paper Eq. 4).
 
     ``fit`` stores reference signatures of known lineage (base models, and
@@ -146,9 +152,9 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "kernel": [StrOptions({"spearman", "rbf", "cosine"}), callable],
+        "kernel": KERNEL_CONSTRAINT,
         "threshold": [Real, None],
-        "n_modules": [Interval(Integral, 1, None, closed="left")],
+        "n_modules": N_MODULES_CONSTRAINT,
         "kernel_params": [dict, None],
         "unknown_label": "no_validation",
         "temperature": [Interval(Real, 0, None, closed="neither")],
@@ -190,11 +196,14 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
             )
 
     def _kernel(self, X, Y):
-        return pairwise_similarity(X, Y, kernel=self.kernel, n_modules=self.n_modules,
-                                   **(self.kernel_params or {}))
+        # X and Y were validated at this estimator's boundary.
+        with validated_inputs():
+            return pairwise_similarity(X, Y, kernel=self.kernel, n_modules=self.n_modules,
+                                       **(self.kernel_params or {}))
 
     # -- fit -------------------------------------------------------------
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Store the reference signatures and the null of unrelated pairs.
 
@@ -211,10 +220,7 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : LineageClassifier
         """
-        self._validate_params()
-        X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float64,
-                             y_numeric=False)
-        check_n_modules(X.shape[1], self.n_modules)
+        X, y = validate_signatures(self, X, y, reset=True, y_numeric=False)
         check_classification_targets(y)
         self.classes_, self.reference_labels_ = np.unique(y, return_inverse=True)
         if self.threshold is not None:
@@ -225,10 +231,11 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
         # References grouped by class, for a per-family max by reduceat.
         self._order = np.argsort(self.reference_labels_, kind="stable")
         self._starts = np.r_[0, np.cumsum(self.n_references_per_class_)[:-1]]
-        self.null_similarities_ = null_similarities(
-            X, self.reference_labels_, kernel=self.kernel, n_modules=self.n_modules,
-            kernel_params=self.kernel_params,
-        )
+        with validated_inputs():
+            self.null_similarities_ = null_similarities(
+                X, self.reference_labels_, kernel=self.kernel, n_modules=self.n_modules,
+                kernel_params=self.kernel_params,
+            )
         return self
 
     # -- scores ----------------------------------------------------------
@@ -248,9 +255,7 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
             reference of the family is comparable (no shared module row).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
-                          dtype=np.float64)
-        check_n_modules(X.shape[1], self.n_modules)
+        X = validate_signatures(self, X, reset=False)
         S = np.asarray(self._kernel(X, self.references_), dtype=np.float64)
         # fmax ignores NaN: a family is NaN only if all its references are.
         return np.fmax.reduceat(S[:, self._order], self._starts, axis=1)
@@ -421,7 +426,7 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
            query  rank family  similarity  p_value  n_null  accepted
         0      0     1  fam03       0.986    0.015      66      True
         1      0     2  fam08       0.241    0.060      66      True
-        2      0     3  fam07       0.214    0.075      66      True
+        2      0     3  fam07       0.214    0.090      66      True
 
         12 families give 66 unrelated pairs, so the smallest p-value is
         1 / 67 = 0.015: fam03 gets it.
@@ -449,8 +454,3 @@ class LineageClassifier(ClassifierMixin, BaseEstimator):
             "n_null": self.null_similarities_.size,
             "accepted": accepted,
         })
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
-        return tags

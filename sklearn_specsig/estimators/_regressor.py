@@ -4,16 +4,18 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    check_array,
-    check_consistent_length,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted
 
 from ..search import SignatureIndex
+from ._base import (
+    KERNEL_CONSTRAINT,
+    N_MODULES_CONSTRAINT,
+    SignatureInputMixin,
+    validate_signatures,
+    validated_inputs,
+)
 
 __all__ = ["KNNPerformanceRegressor"]
 
@@ -32,7 +34,7 @@ def _target_names(y):
     return None
 
 
-class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
+class KNNPerformanceRegressor(SignatureInputMixin, RegressorMixin, BaseEstimator):
     """Distance-weighted k-NN regression of benchmark scores (paper Sec. 4.2, 5.3).
 
     A model's score on each benchmark is predicted from the ``n_neighbors``
@@ -157,9 +159,9 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
 
     _parameter_constraints = {
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "kernel": [StrOptions({"spearman", "rbf", "cosine"}), callable],
+        "kernel": KERNEL_CONSTRAINT,
         "eps": [Interval(Real, 0, None, closed="neither")],
-        "n_modules": [Interval(Integral, 1, None, closed="left")],
+        "n_modules": N_MODULES_CONSTRAINT,
         "kernel_params": [dict, None],
     }
 
@@ -173,6 +175,7 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit -------------------------------------------------------------
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Store the training signatures and scores; index them for search.
 
@@ -189,13 +192,12 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
         -------
         self : KNNPerformanceRegressor
         """
-        self._validate_params()
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
         target_names = _target_names(y)
-        X = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
+        X = validate_signatures(self, X, reset=True)
         y = check_array(y, ensure_2d=False, ensure_all_finite="allow-nan", dtype=np.float64,
                         input_name="y")
         check_consistent_length(X, y)
@@ -236,7 +238,9 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
         self.n_outputs_ = n_outputs
         self.n_samples_fit_ = n_samples
         index_params = {"kernel": self.kernel, "n_modules": self.n_modules}
-        self._index = SignatureIndex(kernel_params=self.kernel_params, **index_params).fit(X)
+        with validated_inputs():
+            self._index = SignatureIndex(kernel_params=self.kernel_params,
+                                         **index_params).fit(X)
         # One index per distinct set of training models with a score.  The
         # subsets share the full index's resolved kernel parameters (the RBF
         # gamma is fixed from all of X), so every output sees one kernel.
@@ -248,8 +252,9 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
             if rows.size == n_samples:
                 index = self._index
             else:
-                index = SignatureIndex(kernel_params=dict(self._index._params),
-                                       **index_params).fit(X[rows])
+                with validated_inputs():
+                    index = SignatureIndex(kernel_params=dict(self._index.kernel_params_),
+                                           **index_params).fit(X[rows])
             self._groups.append((rows, index, min(self.n_neighbors, rows.size)))
         return self
 
@@ -280,12 +285,13 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
 
     def _validate_X(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
-                             dtype=np.float64)
+        return validate_signatures(self, X, reset=False)
 
     @staticmethod
     def _search(index, rows, X, k):
-        sims, ind = index.kneighbors(X, n_neighbors=k)
+        # X was validated at this estimator's boundary.
+        with validated_inputs():
+            sims, ind = index.kneighbors(X, n_neighbors=k)
         # NaN similarity (nothing comparable) stays a NaN distance.
         return np.maximum(1.0 - sims, 0.0), rows[ind]
 
@@ -373,6 +379,5 @@ class KNNPerformanceRegressor(RegressorMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True
         tags.target_tags.multi_output = True
         return tags

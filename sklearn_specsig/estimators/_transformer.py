@@ -1,23 +1,28 @@
-"""SpectralSignatureTransformer: model paths in, flattened signatures out."""
+"""SpectralSignatureTransformer: model paths in, flattened signatures out.
+
+The one estimator that reads checkpoints.  The engine (and with it torch)
+is imported when it signs, not with this module, so that building or
+unpickling a Pipeline that holds it costs no torch import.
+"""
 
 import os
 import warnings
 from numbers import Integral
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
 from ..architectures import ROLES
-from ..engine import sign_models
-from ..signature import Signature, feature_names, resample_depth
+from ..signature import Signature, as_profiles, feature_names
 from ..spectral import METRICS
 from ..store import SignatureStore, resolve_store
 
 __all__ = ["SpectralSignatureTransformer"]
+
+_DEPTH_HINT = "set n_layers=<int> to resample them onto a common relative-depth grid"
 
 
 def _model_id(model):
@@ -73,8 +78,11 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         (PL_Alpha_Hill, the paper's shape metric), ``"log_norm"``,
         ``"spectral_norm"``, ``"log_spectral_norm"``, ``"alpha_weighted"``,
         ``"log_alpha_norm"``, ``"stable_rank"``.
-    device : {"auto", "cpu", "cuda"}, default="auto"
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
         Where eigenvalues are computed; ``"auto"`` uses CUDA when present.
+        Checked by ``fit`` and ``transform`` before any model is read: a
+        CUDA device on a machine without one (say, a fitted transformer
+        unpickled there) is a ``ValueError``.
     n_layers : int or None, default=None
         None keeps the native depth (all models must share it, the one seen
         in ``fit``); an int resamples every depth profile onto that many
@@ -127,7 +135,11 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         "metric": [StrOptions(set(METRICS)), callable],
-        "device": [str, torch.device],
+        # str or torch.device: checked at fit / transform by the engine's
+        # check_device, which knows the devices of this machine (a pickled
+        # "cuda" may reach one without a GPU) and needs torch, which a
+        # constraint here would import with the estimator.
+        "device": "no_validation",
         "n_layers": [Interval(Integral, 1, None, closed="left"), None],
         "cache": [str, os.PathLike, SignatureStore, None],
         "n_jobs": [Integral, None],
@@ -158,12 +170,19 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         self.on_error = on_error
 
     def _signatures(self, models):
+        # The engine loads torch: imported here, when a model is signed.
+        from ..engine import sign_models
+
         kwargs = {
             "device": self.device,
             "cache": resolve_store(self.cache),
             "precision": self.precision,
             "progress": self.progress,
         }
+        # sign_models checks metric, device and precision first: a bad one is
+        # one ValueError before any file is read, whatever on_error says (a
+        # pickled "cuda" on a CPU-only machine included), not a warning and a
+        # NaN row per model.
         results = sign_models(models, self.metric, kwargs, self.n_jobs, self.on_error)
         for model, result in zip(models, results):
             if isinstance(result, BaseException):
@@ -172,45 +191,44 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
                     UserWarning,
                     stacklevel=3,
                 )
-        return results
+        read = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+        if not read:
+            raise ValueError("no model in X could be read; see the warnings above.")
+        return results, read
 
-    def _rows(self, models, signatures, n_layers):
-        rows = np.full((len(models), len(ROLES) * n_layers), np.nan)
-        for i, (model, sig) in enumerate(zip(models, signatures)):
-            if isinstance(sig, BaseException):
-                continue
-            values = sig.values
-            if self.n_layers is not None:
-                values = resample_depth(values, self.n_layers)
-            elif sig.n_layers != n_layers:
-                raise ValueError(
-                    f"{_model_id(model)} has {sig.n_layers} layers but the "
-                    f"transformer was fitted on models of {n_layers}. Set "
-                    "n_layers=<int> to resample every model onto a common "
-                    "relative-depth grid."
-                )
-            rows[i] = values.reshape(-1)
+    def _profiles(self, signatures, read):
+        """(n_read, 7, L) profiles of the models that could be read."""
+        return as_profiles([signatures[i] for i in read], len(ROLES),
+                           n_layers=self.n_layers, hint=_DEPTH_HINT)
+
+    def _rows(self, models, signatures, read, profiles):
+        """Flattened rows of every model; NaN for those that could not be read."""
+        depth = profiles.shape[2]
+        if depth != self.n_layers_ and self.n_layers is not None:
+            raise ValueError(
+                f"n_layers={self.n_layers} but the transformer was fitted with "
+                f"n_layers={self.n_layers_}; fit it again after set_params."
+            )
+        if depth != self.n_layers_:
+            first = next(i for i in read if signatures[i].n_layers != self.n_layers_)
+            raise ValueError(
+                f"{_model_id(models[first])} has {signatures[first].n_layers} layers "
+                f"but the transformer was fitted on models of {self.n_layers_}. Set "
+                "n_layers=<int> to resample every model onto a common "
+                "relative-depth grid."
+            )
+        rows = np.full((len(models), len(ROLES) * depth), np.nan)
+        rows[read] = profiles.reshape(len(read), -1)
         return rows
 
     def _fit(self, models):
-        signatures = self._signatures(models)
-        ok = [s for s in signatures if not isinstance(s, BaseException)]
-        if not ok:
-            raise ValueError("no model in X could be read; see the warnings above.")
-        if self.n_layers is not None:
-            self.n_layers_ = self.n_layers
-        else:
-            depths = sorted({s.n_layers for s in ok})
-            if len(depths) > 1:
-                raise ValueError(
-                    f"the models in X have different depths {depths}; set "
-                    "n_layers=<int> to resample them onto a common relative-"
-                    "depth grid."
-                )
-            self.n_layers_ = depths[0]
+        signatures, read = self._signatures(models)
+        profiles = self._profiles(signatures, read)
+        self.n_layers_ = profiles.shape[2]
         self.n_features_out_ = len(ROLES) * self.n_layers_
-        return signatures
+        return signatures, read, profiles
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Compute (and cache) the signatures of ``X`` and fix the depth.
 
@@ -225,10 +243,10 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         -------
         self : SpectralSignatureTransformer
         """
-        self._validate_params()
         self._fit(_check_models(X))
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
         """Fit and transform, reading each model once.
 
@@ -242,10 +260,9 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         -------
         ndarray or DataFrame of shape (n_models, 7 * n_layers_)
         """
-        self._validate_params()
         models = _check_models(X)
-        signatures = self._fit(models)
-        return self._output(models, self._rows(models, signatures, self.n_layers_))
+        signatures, read, profiles = self._fit(models)
+        return self._output(models, self._rows(models, signatures, read, profiles))
 
     def transform(self, X):
         """Flattened signatures of ``X``.
@@ -258,11 +275,19 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         -------
         ndarray or DataFrame of shape (n_models, 7 * n_layers_)
             A DataFrame indexed by model id under ``set_output(transform="pandas")``.
+            Rows of models that could not be read (``on_error="warn"``) are NaN.
+
+        Raises
+        ------
+        ValueError
+            A bad ``device`` for this machine (checked before any read), or
+            no model of ``X`` could be read.
         """
         check_is_fitted(self, "n_layers_")
         models = _check_models(X)
-        rows = self._rows(models, self._signatures(models), self.n_layers_)
-        return self._output(models, rows)
+        signatures, read = self._signatures(models)
+        profiles = self._profiles(signatures, read)
+        return self._output(models, self._rows(models, signatures, read, profiles))
 
     def _output(self, models, rows):
         if _get_output_config("transform", self)["dense"] == "pandas":
