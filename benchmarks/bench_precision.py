@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _rows(size):
-    from bench_signature import SIZES, _matrix_shapes, _weight
-
     import torch
+    from bench_signature import SIZES, _matrix_shapes, _weight
 
     h, inter, heads, kv, _, _ = SIZES[size]
     for name, shape in _matrix_shapes(h, inter, heads, kv).items():

@@ -285,7 +285,7 @@ def child(args):
 
 # ------------------------------------------------------------------- driver
 def alpha_hill(lam):
-    """PL_Alpha_Hill as in DESIGN.md (x_min = median eigenvalue, included)."""
+    """PL_Alpha_Hill as in docs/design.md (x_min = median eigenvalue, included)."""
     lam = np.sort(np.clip(np.asarray(lam, np.float64), 0, None))
     i = lam.size // 2
     return 1 + (lam.size - i) / np.sum(np.log(lam[i:] / lam[i])) if lam[i] > 0 else math.nan

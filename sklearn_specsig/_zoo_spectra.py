@@ -10,8 +10,7 @@ happens only when the checkpoint is written.
 import numpy as np
 from scipy.stats import spearmanr
 
-#: Canonical module roles, in signature row order (see DESIGN.md).
-ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+from .signature import ROLES
 
 # A candidate family profile is rejected when its mean (over roles) Spearman
 # correlation with an already drawn family exceeds this; it keeps families
@@ -79,7 +78,8 @@ def draw_family_profiles(n_families, n_layers, rng):
 def hill_alpha(eigenvalues):
     """PL_Alpha_Hill of ascending eigenvalues (x_min = the median, included).
 
-    Same convention as DESIGN.md: ``i = N // 2``,
+    Same convention as ``spectral.alpha_hill`` (``docs/design.md``), written
+    again here, independently, for the zoo generator: ``i = N // 2``,
     ``alpha = 1 + (N - i) / sum(log(lam[i:] / lam[i]))``.
     """
     lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))

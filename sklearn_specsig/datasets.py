@@ -227,7 +227,7 @@ def make_model_zoo(root, n_families=4, n_derived=3, n_layers=8, hidden_size=64,
     orthonormal ``U``, ``V`` and ``lam`` power-law quantiles
     ``lam_j = (1 - u_j) ** (-s)``, ``u_j = (j + U_j) / (N + 1)`` with jitter
     ``U_j ~ U(0.1, 0.9)``.  Instead of the asymptotic ``s = 1 / (alpha - 1)``,
-    ``s`` is solved in closed form so that the Hill estimator of DESIGN.md
+    ``s`` is solved in closed form so that the Hill estimator (``docs/design.md``)
     (``x_min`` the median eigenvalue) returns the target exactly; the stored
     matrix misses it only by storage rounding (about 1e-6 in float32).  Each
     matrix gets a random scale (entry RMS log-normal around 0.02), which the

@@ -3,7 +3,7 @@
 A :class:`Signature` holds the spectra of every matrix of a model and the
 (n_roles, n_layers) array of one metric of them (paper Sec. 4.1, the matrix
 Z).  Estimators see signatures flattened module-major: feature
-``j = role_index * n_layers + layer`` (DESIGN.md).
+``j = role_index * n_layers + layer`` (``docs/design.md``).
 """
 
 import math
@@ -195,7 +195,7 @@ class Signature:
         }
 
     def flatten(self, n_layers=None):
-        """The 1-D feature vector of DESIGN.md, optionally depth-resampled.
+        """The 1-D feature vector (``docs/design.md``), optionally depth-resampled.
 
         Parameters
         ----------
