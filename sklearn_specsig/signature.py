@@ -194,6 +194,42 @@ class Signature:
             if len(found) < self.n_layers
         }
 
+    def cell_tensors(self):
+        """Which matrices went into each cell of :attr:`values`.
+
+        Returns
+        -------
+        dict of (str, int) to tuple of str
+            ``(role, layer)`` -> the labels of its matrices, in extraction
+            order.  A label is the tensor's name, followed by ``[role]`` or
+            ``[role:expert]`` when the tensor was cut into several matrices
+            (a fused QKV, a stack of experts).  Cells with no matrix (NaN
+            by design) are absent; a cell with several labels is the mean
+            over them (experts).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_specsig.signature import MatrixEntry, Signature
+        >>> entries = (
+        ...     MatrixEntry("h.0.attn.c_attn.weight[q]", "q", 0),
+        ...     MatrixEntry("h.0.attn.c_attn.weight[k]", "k", 0),
+        ...     MatrixEntry("layers.0.experts.down[down:0]", "down", 0, 0),
+        ...     MatrixEntry("layers.0.experts.down[down:1]", "down", 0, 1),
+        ... )
+        >>> sig = Signature(values=np.full((7, 1), np.nan), roles=("q", "k", "v", "o",
+        ...                 "gate", "up", "down"), n_layers=1, architecture="demo",
+        ...                 metric="alpha_hill", fingerprint="", spectra={}, entries=entries)
+        >>> sig.cell_tensors()[("down", 0)]
+        ('layers.0.experts.down[down:0]', 'layers.0.experts.down[down:1]')
+        >>> sorted(sig.cell_tensors())
+        [('down', 0), ('k', 0), ('q', 0)]
+        """
+        cells = {}
+        for entry in self.entries:
+            cells.setdefault((entry.role, entry.layer), []).append(entry.label)
+        return {cell: tuple(labels) for cell, labels in cells.items()}
+
     def flatten(self, n_layers=None):
         """The 1-D feature vector (``docs/design.md``), optionally depth-resampled.
 

@@ -364,12 +364,12 @@ def stacked_experts(n_exp=4, inter=INTER, transposed=False):
     return gates, ups, downs, gate_up, down
 
 
-def stacked_shapes(gate_up, down, prefix="mlp.experts."):
+def stacked_shapes(gate_up, down, prefix="mlp.experts.", router="mlp.gate.weight"):
     shapes = llama_shapes(n_layers=2)
     for name in [n for n in shapes if ".mlp." in n]:
         del shapes[name]
     for i in range(2):
-        shapes.update({f"model.layers.{i}.mlp.gate.weight": (gate_up.shape[0], HIDDEN),
+        shapes.update({f"model.layers.{i}.{router}": (gate_up.shape[0], HIDDEN),
                        f"model.layers.{i}.{prefix}gate_up_proj": tuple(gate_up.shape),
                        f"model.layers.{i}.{prefix}down_proj": tuple(down.shape)})
     return shapes
@@ -400,7 +400,9 @@ def test_stacked_experts_split_per_expert_with_orientation_from_shapes(transpose
 ])
 def test_ties_are_broken_by_model_type_then_registration_order(config, expected):
     _, _, _, gate_up, down = stacked_experts()
-    shapes = stacked_shapes(gate_up, down)
+    # Each family's own router name: the chosen scheme must account for it.
+    shapes = stacked_shapes(gate_up, down, router="mlp.router.weight" if expected == "gpt_oss"
+                            else "mlp.gate.weight")
     assert resolve_architecture(list(shapes), config, shapes).name == expected
 
 
@@ -408,7 +410,7 @@ def test_gpt_oss_interleaved_gate_up():
     gates, ups, downs = rand(2, INTER, HIDDEN), rand(2, INTER, HIDDEN), rand(2, HIDDEN, INTER)
     interleaved = torch.stack([gates, ups], dim=2).reshape(2, 2 * INTER, HIDDEN)  # rows g0 u0 g1 u1 ...
     gate_up, down = interleaved.transpose(1, 2).contiguous(), downs.transpose(1, 2).contiguous()
-    shapes = stacked_shapes(gate_up, down)
+    shapes = stacked_shapes(gate_up, down, router="mlp.router.weight")
     arch = resolve_architecture(list(shapes), {**CONFIG, "model_type": "gpt_oss"}, shapes)
     plan = arch.plans["model.layers.0.mlp.experts.gate_up_proj"]
     assert plan.descriptor == "experts=2|T|gate_up_interleaved:gate=24,up=24"
@@ -420,7 +422,8 @@ def test_gpt_oss_interleaved_gate_up():
 
 def test_llama4_transposed_stacks_without_hidden_size_in_config():
     gates, ups, _, gate_up, down = stacked_experts(n_exp=2, transposed=True)
-    shapes = stacked_shapes(gate_up, down, prefix="feed_forward.experts.")
+    shapes = stacked_shapes(gate_up, down, prefix="feed_forward.experts.",
+                            router="feed_forward.router.weight")
     shapes.update({"model.layers.1.feed_forward.shared_expert.gate_proj.weight": (INTER, HIDDEN),
                    "model.layers.1.feed_forward.router.weight": (2, HIDDEN)})
     arch = resolve_architecture(list(shapes), {"model_type": "llama4_text"}, shapes)
@@ -438,38 +441,39 @@ def test_layers_past_num_hidden_layers_are_skipped():
     assert "model.layers.2.self_attn.q_proj.weight" in arch.skipped
 
 
-def mpt_shapes(n_layers=12):
-    shapes = {"transformer.wte.weight": (VOCAB, HIDDEN)}
+def stagenet_shapes(n_layers=12):
+    # A made-up architecture that no built-in scheme knows.
+    shapes = {"backbone.embed.weight": (VOCAB, HIDDEN)}
     for i in range(n_layers):
-        shapes.update({f"transformer.blocks.{i}.attn.Wqkv.weight": (3 * HIDDEN, HIDDEN),
-                       f"transformer.blocks.{i}.attn.out_proj.weight": (HIDDEN, HIDDEN),
-                       f"transformer.blocks.{i}.norm_1.weight": (HIDDEN,)})
+        shapes.update({f"backbone.stages.{i}.attn.Wqkv.weight": (3 * HIDDEN, HIDDEN),
+                       f"backbone.stages.{i}.attn.out_proj.weight": (HIDDEN, HIDDEN),
+                       f"backbone.stages.{i}.norm_1.weight": (HIDDEN,)})
     return shapes
 
 
-MPT = {"name": "mpt", "layer_pattern": r"^transformer\.blocks\.(?P<layer>\d+)\.",
+STAGENET = {"name": "stagenet", "layer_pattern": r"^backbone\.stages\.(?P<layer>\d+)\.",
        "modules": {"attn.Wqkv.weight": "qkv", "attn.out_proj.weight": "o"}}
 
 
 def test_unknown_architecture_lists_names_and_shows_registration_code():
-    shapes = mpt_shapes()
+    shapes = stagenet_shapes()
     with pytest.raises(UnknownArchitectureError) as info:
-        resolve_architecture(list(shapes), {"model_type": "mpt"}, shapes)
+        resolve_architecture(list(shapes), {"model_type": "stagenet"}, shapes)
     message = str(info.value)
     assert isinstance(info.value, ValueError)
-    layered = [n for n in shapes if ".blocks." in n]
+    layered = [n for n in shapes if ".stages." in n]
     assert all(name in message for name in layered[:10])
     assert layered[10] not in message  # at most ten samples
     assert "register_naming_scheme(NamingScheme(" in message and "scheme=" in message
-    assert r'layer_pattern=r"^transformer\.blocks\.(?P<layer>\d+)\."' in message
+    assert r'layer_pattern=r"^backbone\.stages\.(?P<layer>\d+)\."' in message
     assert '"attn.Wqkv.weight": "<role>",' in message
     assert '"norm_1.weight": "<role>"' not in message  # 1-D tensors are no keys
     # Following the hint for one call works without registering anything.
     arch = resolve_architecture(list(shapes), {"num_attention_heads": HEADS}, shapes,
-                                scheme=NamingScheme(**MPT))
-    assert (arch.name, arch.n_layers) == ("mpt", 12)
+                                scheme=NamingScheme(**STAGENET))
+    assert (arch.name, arch.n_layers) == ("stagenet", 12)
     assert layer_roles(arch, 11) == ["q", "k", "v", "o"]
-    assert "mpt" not in list_naming_schemes()
+    assert "stagenet" not in list_naming_schemes()
 
 
 def test_forcing_a_scheme_by_name():
@@ -482,30 +486,30 @@ def test_forcing_a_scheme_by_name():
 
 
 def test_custom_scheme_registration_does_not_leak():
-    shapes = mpt_shapes(n_layers=2)
+    shapes = stagenet_shapes(n_layers=2)
     config = {"num_attention_heads": HEADS}
-    with naming_scheme_context(NamingScheme(**MPT)) as scheme:
-        assert list_naming_schemes()[-1] == "mpt" and get_naming_scheme("mpt") is scheme
+    with naming_scheme_context(NamingScheme(**STAGENET)) as scheme:
+        assert list_naming_schemes()[-1] == "stagenet" and get_naming_scheme("stagenet") is scheme
         arch = resolve_architecture(list(shapes), config, shapes)
-        assert (arch.name, arch.scheme) == ("mpt", scheme)
+        assert (arch.name, arch.scheme) == ("stagenet", scheme)
         with pytest.raises(ValueError, match="already registered"):
-            register_naming_scheme(NamingScheme(**MPT))
-    assert "mpt" not in list_naming_schemes()
+            register_naming_scheme(NamingScheme(**STAGENET))
+    assert "stagenet" not in list_naming_schemes()
     with pytest.raises(UnknownArchitectureError):
         resolve_architecture(list(shapes), config, shapes)
 
-    register_naming_scheme(NamingScheme(**MPT))
+    register_naming_scheme(NamingScheme(**STAGENET))
     try:
-        assert resolve_architecture(list(shapes), config, shapes).name == "mpt"
+        assert resolve_architecture(list(shapes), config, shapes).name == "stagenet"
     finally:
-        assert unregister_naming_scheme("mpt").name == "mpt"
-    with pytest.raises(ValueError, match="No naming scheme named 'mpt'"):
-        unregister_naming_scheme("mpt")
+        assert unregister_naming_scheme("stagenet").name == "stagenet"
+    with pytest.raises(ValueError, match="No naming scheme named 'stagenet'"):
+        unregister_naming_scheme("stagenet")
 
 
 def test_shadowing_a_builtin_scheme_is_restored():
     builtin, order = get_naming_scheme("llama"), list_naming_schemes()
-    custom = NamingScheme(name="llama", layer_pattern=MPT["layer_pattern"], modules=MPT["modules"])
+    custom = NamingScheme(name="llama", layer_pattern=STAGENET["layer_pattern"], modules=STAGENET["modules"])
     with naming_scheme_context(custom):
         assert get_naming_scheme("llama") is custom
     assert get_naming_scheme("llama") is builtin and list_naming_schemes() == order
@@ -519,7 +523,7 @@ def test_shadowing_a_builtin_scheme_is_restored():
 ])
 def test_naming_scheme_validates_its_declaration(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        NamingScheme(**{**MPT, **kwargs})
+        NamingScheme(**{**STAGENET, **kwargs})
 
 
 def test_expert_placeholder_and_pickling():

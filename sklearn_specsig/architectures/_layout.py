@@ -16,9 +16,17 @@ SPLIT_RULES = {
     "qkv": ("q", "k", "v"),
     "qkv_equal": ("q", "k", "v"),
     "qkv_interleaved": ("q", "k", "v"),
+    "qkv_grouped": ("q", "k", "v"),
+    "qkv_falcon": ("q", "k", "v"),
+    "qkv_multi_query": ("q", "k", "v"),
+    "qkv_mpt": ("q", "k", "v"),
+    "kv_mla": ("k", "v"),
     "gate_up": ("gate", "up"),
     "gate_up_interleaved": ("gate", "up"),
     "up_or_gate_up": ("gate", "up"),
+    "gate_experts": ("gate",),
+    "up_experts": ("up",),
+    "down_experts": ("down",),
 }
 
 # Config keys that mean the same thing across families: the config.json
@@ -27,13 +35,20 @@ SPLIT_RULES = {
 CONFIG_ALIASES = {
     "num_heads": (("num_attention_heads", "n_head", "num_heads", "n_heads"), "attention.head_count"),
     "num_kv_heads": (
-        ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num"),
+        ("num_key_value_heads", "n_head_kv", "num_kv_heads", "multi_query_group_num",
+         "kv_n_heads"),
         "attention.head_count_kv",
     ),
     "head_dim": (("head_dim",), "attention.key_length"),
     "hidden_size": (("hidden_size", "n_embd", "n_embed", "d_model"), "embedding_length"),
     "intermediate_size": (("intermediate_size", "n_inner", "ffn_dim"), "feed_forward_length"),
     "num_layers": (("num_hidden_layers", "n_layer", "num_layers", "n_layers"), "block_count"),
+    "num_experts": (
+        ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"), "expert_count"),
+    # Multi-head latent attention (DeepSeek-V2/V3): per-head widths of the
+    # key's position-free part and of the value.  GGUF names neither.
+    "qk_nope_head_dim": (("qk_nope_head_dim",), None),
+    "v_head_dim": (("v_head_dim",), None),
 }
 
 
@@ -54,13 +69,17 @@ def config_value(config, what, layer=None):
     -------
     value : int or None
         ``None`` when no alias is present.  Multimodal configs keep the
-        language model's values in ``text_config``, searched second.
+        language model's values in ``text_config``, searched second; DBRX
+        keeps its key-value heads in ``attn_config`` and its experts in
+        ``ffn_config``, searched last.
     """
     hf_keys, gguf_suffix = CONFIG_ALIASES[what]
     keys = hf_keys
-    if config.get("general.architecture"):
+    if config.get("general.architecture") and gguf_suffix:
         keys = hf_keys + (f"{config['general.architecture']}.{gguf_suffix}",)
-    for scope in (config, config.get("text_config") or {}):
+    scopes = (config, *(sub for sub in map(config.get, ("text_config", "attn_config", "ffn_config"))
+                        if isinstance(sub, dict)))
+    for scope in scopes:
         for key in keys:
             value = scope.get(key)
             if value is None:
@@ -137,6 +156,19 @@ def split_layout(name, shape, rows, rule, layer, config, hidden):
         if rule == "gate_up_interleaved":
             return "stride", (2,), roles, f"{rule}:{sizes}"
         return "rows", (size,) * len(roles), roles, f"{rule.replace('_equal', '')}:{sizes}"
+    if rule.endswith("_experts"):
+        # E expert matrices concatenated along rows in one 2-D tensor (DBRX's
+        # ``w1`` / ``v1`` / ``w2``, each (E * ffn_hidden_size, hidden)).
+        experts = config_value(config, "num_experts", layer)
+        if not experts or rows % experts:
+            fail(f"the config's expert count ({config_keys('num_experts')}: {experts}) does "
+                 f"not divide the {rows} rows", "Fix the expert count in config.json.")
+        # A block of a role that writes the hidden size is stored (in, out)
+        # when its rows are not the hidden size (DBRX computes ``x @ w2``).
+        block, other = rows // experts, shape[-1] + shape[-2] - rows
+        flip = int(stored_transposed(block, other, False, roles[0], hidden))
+        return ("experts", (experts, flip), roles,
+                f"{rule}:experts={experts},rows={block}" + (",T" if flip else ""))
     heads = config_value(config, "num_heads", layer)
     if heads is None or heads <= 0:
         fail(f"the config has no head count ({config_keys('num_heads')})",
@@ -146,16 +178,62 @@ def split_layout(name, shape, rows, rule, layer, config, hidden):
             fail(f"{rows} rows are not 3 * num_attention_heads={heads} heads",
                  "Fix num_attention_heads in config.json.")
         return "heads", (heads, 3), roles, f"{rule}:heads={heads},head_dim={rows // (3 * heads)}"
-    kv_heads = config_value(config, "num_kv_heads", layer) or heads
+    if rule == "kv_mla":
+        # DeepSeek's kv_b_proj: per head [k_nope; v] rows (modeling_deepseek_v3,
+        # ``kv_b_proj(kv).view(..., nope + v_head_dim).split([nope, v_head_dim])``).
+        nope, v_dim = (config_value(config, key, layer) for key in ("qk_nope_head_dim", "v_head_dim"))
+        if nope is None or v_dim is None or rows != heads * (nope + v_dim):
+            fail(f"{rows} rows are not num_attention_heads={heads} * (qk_nope_head_dim={nope} "
+                 f"+ v_head_dim={v_dim})", "Fix these values in config.json.")
+        return "groups", (heads, nope, v_dim), roles, f"{rule}:heads={heads},k={nope},v={v_dim}"
+    forced_kv = None
+    if rule == "qkv_multi_query":
+        # GPT-BigCode (modeling_gpt_bigcode, GPTBigCodeAttention): with
+        # multi_query (its default) [q; k; v] with one key-value head, whatever
+        # num_key_value_heads says; without it the rows interleave per head.
+        if not config.get("multi_query", True):
+            return split_layout(name, shape, rows, "qkv_interleaved", layer, config, hidden)
+        rule, forced_kv = "qkv", 1
+    if rule == "qkv_mpt":
+        # MPT (llm-foundry's attention classes) always stores [q; k; v]; the
+        # attn_config's attn_type says how many key-value heads: one, kv_n_heads,
+        # or every head, whatever a stray kv_n_heads says then.
+        attn_type = (config.get("attn_config") or {}).get("attn_type", "multihead_attention")
+        if attn_type not in ("multihead_attention", "multiquery_attention",
+                             "grouped_query_attention"):
+            fail(f"attn_config.attn_type {attn_type!r} is not one MPT knows",
+                 "Fix attn_config.attn_type in config.json.")
+        rule = "qkv"
+        forced_kv = {"multihead_attention": heads, "multiquery_attention": 1}.get(attn_type)
+    if rule == "qkv_falcon":
+        # Falcon's config picks the layout (modeling_falcon, FalconAttention):
+        # the new decoder (40B, 180B) groups each key-value head's queries with
+        # its key and value; the old one (7B) is multi-query [q; k; v] with a
+        # single key-value head whatever num_kv_heads says, or, without
+        # multi_query, interleaved per head like Bloom.
+        if config.get("new_decoder_architecture") or config.get("model_type") == "RefinedWeb":
+            # The model reads num_kv_heads (n_head_kv in RefinedWeb configs),
+            # whatever a derived num_key_value_heads says.
+            rule, forced_kv = "qkv_grouped", config.get("num_kv_heads") or config.get("n_head_kv")
+        elif config.get("multi_query", True):
+            rule, forced_kv = "qkv", 1
+        else:
+            return split_layout(name, shape, rows, "qkv_interleaved", layer, config, hidden)
+    kv_heads = forced_kv or config_value(config, "num_kv_heads", layer) or heads
     head_dim = config_value(config, "head_dim", layer)
     expected = head_dim or (hidden // heads if hidden else None)
     settings = (f"num_attention_heads={heads}, num_key_value_heads={kv_heads}, "
                 f"head_dim={head_dim}, hidden_size={hidden}")
-    if rows % (heads + 2 * kv_heads) or expected not in (None, rows // (heads + 2 * kv_heads)):
+    if (rows % (heads + 2 * kv_heads) or expected not in (None, rows // (heads + 2 * kv_heads))
+            or heads % kv_heads):
         fail(f"{rows} rows are not (heads + 2 * kv_heads) * head_dim with {settings}",
              "Fix num_attention_heads / num_key_value_heads / head_dim in config.json.")
     dim = rows // (heads + 2 * kv_heads)
     q, kv = heads * dim, kv_heads * dim
+    if rule == "qkv_grouped":
+        # (kv_heads, heads // kv_heads + 2, head_dim) rows: each group's
+        # queries, then its key, then its value.
+        return "groups", (kv_heads, q // kv_heads, dim, dim), roles, f"{rule}:q={q},k={kv},v={kv}"
     return "rows", (q, kv, kv), roles, f"qkv:q={q},k={kv},v={kv}"
 
 
@@ -169,6 +247,17 @@ def cut_matrix(matrix, layout, args):
         rows, cols = matrix.shape
         grouped = matrix.reshape(heads, k, rows // (heads * k), cols)
         return [grouped[:, i].reshape(rows // k, cols) for i in range(k)]
+    if layout == "groups":
+        groups, *sizes = args
+        rows, cols = matrix.shape
+        grouped = matrix.reshape(groups, rows // groups, cols)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [grouped[:, a:a + size].reshape(groups * size, cols) for a, size in zip(starts, sizes)]
+    if layout == "experts":
+        experts, flip = args
+        rows, cols = matrix.shape
+        stack = matrix.reshape(experts, rows // experts, cols)
+        return [stack[e].T if flip else stack[e] for e in range(experts)]
     if layout == "stride":
         (k,) = args
         return [matrix[i::k] for i in range(k)]

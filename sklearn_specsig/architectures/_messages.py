@@ -55,3 +55,33 @@ def guess_suffixes(sample, names, shapes):
             return [n[len(prefix):] for n in names
                     if n.startswith(prefix) and len(shapes.get(n, (0, 0))) == 2]
     return ["self_attn.q_proj.weight", "mlp.down_proj.weight"]
+
+
+def unaccounted_message(scheme_name, unaccounted, shapes, remainders, shown=8):
+    """Explain block weights that a chosen scheme neither maps nor skips.
+
+    ``unaccounted`` are the full tensor names, ``remainders`` their distinct
+    names after the layer prefix (what ``modules`` and ``skip`` are matched
+    against).
+    """
+    more = len(unaccounted) - shown
+    skip = ", ".join(f'r"{re.escape(rest)}"' for rest in remainders[:shown])
+    skip += "," if len(remainders[:shown]) == 1 else ""
+    return "\n".join([
+        (f"Naming scheme {scheme_name!r} maps this checkpoint but neither maps nor skips "
+         f"{len(unaccounted)} block weight(s) of two or more dimensions, so its signature "
+         "would silently leave them out:"),
+        *(f"    {name}  shape={_shape_text(shapes.get(name))}" for name in unaccounted[:shown]),
+        *([f"    ... and {more} more"] if more > 0 else []),
+        ("If they are q/k/v/o/gate/up/down matrices, add their names after the layer "
+         "prefix to the scheme's modules; if they deliberately have no role (routers, "
+         "position tables, buffers), list them in its skip patterns, e.g."),
+        f"    NamingScheme(name={scheme_name!r}, ..., skip=({skip}))",
+        ("and register it (register_naming_scheme(..., replace=True)) or pass scheme=...; "
+         'see docs/design.md, "How to add a naming scheme". If this is a published '
+         "architecture, please report it to the sklearn_specsig maintainers."),
+    ])
+
+
+def _shape_text(shape):
+    return "unknown (pass shapes=)" if shape is None else str(tuple(int(d) for d in shape))

@@ -11,7 +11,9 @@ read, which ``(role, layer, expert)`` parts it holds and how to cut it into
 
 Naming schemes are declarative (:class:`NamingScheme`) and live in a registry
 that users extend with :func:`register_naming_scheme`; the built-in table is
-``architectures/_schemes.py``, the fused-layout rules ``architectures/_layout.py``.
+``architectures/_schemes.py``, the fused-layout rules ``architectures/_layout.py``,
+the plans ``architectures/_plans.py`` and the rule that every block weight is
+mapped or skipped ``architectures/_accounting.py``.
 """
 
 import re
@@ -19,18 +21,15 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError, UnknownArchitectureError
+from ..errors import UnknownArchitectureError
 from ..signature import ROLES
-from ._layout import (
-    SPLIT_RULES,
-    checked_shape,
-    config_value,
-    cut_matrix,
-    split_layout,
-    stored_transposed,
-)
+from ._accounting import first_accounted
+from ._layout import SPLIT_RULES, config_value
 from ._messages import unknown_architecture_message
+from ._plans import build_architecture
+from ._refusals import NO_SIGNATURE, no_signature_message
 from ._schemes import BUILTIN_SCHEMES
+from ._schemes_encoders import ENCODER_SCHEMES
 
 _EXPERT_PLACEHOLDER = "{expert}"
 
@@ -62,10 +61,26 @@ class NamingScheme:
           ``hidden_size // num_attention_heads``) from the config;
         - ``"qkv_equal"``: three equal thirds (GPT-2);
         - ``"qkv_interleaved"``: ``(heads, 3, head_dim)`` rows (GPT-NeoX);
+        - ``"qkv_grouped"``: ``(kv_heads, heads // kv_heads + 2, head_dim)``
+          rows, each key-value group's queries then its key and value;
+        - ``"qkv_falcon"``: as Falcon's config says: ``qkv_grouped`` for the
+          new decoder architecture, ``qkv`` with one key-value head for
+          ``multi_query``, else ``qkv_interleaved``;
+        - ``"qkv_multi_query"``: GPT-BigCode's: ``qkv`` with one key-value
+          head when the config's ``multi_query`` is true (the default), else
+          ``qkv_interleaved``;
+        - ``"qkv_mpt"``: ``qkv`` with as many key-value heads as MPT's
+          ``attn_config.attn_type`` says (one for multi-query, ``kv_n_heads``
+          for grouped-query, every head for multi-head, the default);
+        - ``"kv_mla"``: ``(heads, qk_nope_head_dim + v_head_dim)`` rows,
+          split into k and v (DeepSeek's ``kv_b_proj``);
         - ``"gate_up"``: ``[gate; up]`` halves;
           ``"gate_up_interleaved"``: gate and up rows alternate (GPT-OSS);
         - ``"up_or_gate_up"``: ``up``, or ``gate_up`` when the tensor has
-          twice the config's ``intermediate_size`` rows (GGUF Phi-3).
+          twice the config's ``intermediate_size`` rows (GGUF Phi-3);
+        - ``"gate_experts"``, ``"up_experts"``, ``"down_experts"``: the
+          config's ``num_experts`` matrices of one role concatenated along
+          rows in a 2-D tensor (DBRX), split per expert.
 
         A 3-D tensor is a stack of experts ``(E, out, in)``, split per expert.
     transposed : bool or tuple of str, default=False
@@ -79,6 +94,23 @@ class NamingScheme:
     model_types : tuple of str, default=()
         ``config["model_type"]`` values that win a tie with another scheme
         mapping as many tensors.  Remaining ties go to the earlier registered.
+    skip : tuple of str, default=()
+        Regular expressions (full match) of the remainders of block tensor
+        names that are deliberately not part of the signature (routers,
+        norms of 2-D shape, relative-position tables, ...).  Every weight
+        of two or more dimensions inside a block is either mapped by
+        ``modules`` or matched here: a weight that neither accounts for
+        makes the checkpoint unknown rather than silently half-signed.
+        1-D tensors and computed rotary buffers (``rotary_emb.inv_freq``)
+        need no listing (``architectures/_accounting.py``).
+    stacks : tuple of str, default=()
+        Encoder-decoder checkpoints: the values that a named group ``stack``
+        of ``layer_pattern`` takes (``("encoder", "decoder")``), in depth
+        order.  Each stack's blocks are numbered after those of the stacks
+        before it (their highest block index in the checkpoint + 1), so the
+        signature has one depth axis: the encoder's blocks, then the
+        decoder's.  ``num_hidden_layers`` counts one stack only, so it does
+        not bound the block indices of such a scheme.
 
     Examples
     --------
@@ -119,14 +151,22 @@ class NamingScheme:
     transposed: bool | tuple = False
     shared: tuple = ()
     model_types: tuple = ()
+    skip: tuple = ()
+    stacks: tuple = ()
     _layer_re: re.Pattern = field(init=False, repr=False)
     _templated_re: re.Pattern | None = field(init=False, repr=False)
     _templated_keys: tuple = field(init=False, repr=False)
+    _skip_re: re.Pattern | None = field(init=False, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"NamingScheme.name must be a non-empty str, got {self.name!r}.")
         layer_re = re.compile(self.layer_pattern)
+        if self.stacks and "stack" not in layer_re.groupindex:
+            raise ValueError(
+                f"NamingScheme {self.name!r}: stacks={self.stacks!r} needs a named group "
+                r"'stack' in layer_pattern, e.g. r'^(?P<stack>encoder|decoder)\.block\.'."
+            )
         if "layer" not in layer_re.groupindex:
             raise ValueError(
                 f"NamingScheme {self.name!r}: layer_pattern {self.layer_pattern!r} needs a "
@@ -142,6 +182,11 @@ class NamingScheme:
         transposed = (self.transposed if isinstance(self.transposed, bool)
                       else _as_tuple(self.transposed))
         shared, model_types = _as_tuple(self.shared), _as_tuple(self.model_types)
+        skip = _as_tuple(self.skip)
+        try:
+            skip_re = re.compile("|".join(f"(?:{p})" for p in skip)) if skip else None
+        except re.error as exc:
+            raise ValueError(f"NamingScheme {self.name!r}: skip has a bad pattern ({exc}).") from exc
         for key in (() if isinstance(transposed, bool) else transposed) + shared:
             if key not in modules:
                 raise ValueError(
@@ -162,6 +207,9 @@ class NamingScheme:
         setattr_(self, "transposed", transposed)
         setattr_(self, "shared", shared)
         setattr_(self, "model_types", model_types)
+        setattr_(self, "skip", skip)
+        setattr_(self, "_skip_re", skip_re)
+        setattr_(self, "stacks", _as_tuple(self.stacks))
         setattr_(self, "_layer_re", layer_re)
         setattr_(self, "_templated_keys", templated)
         setattr_(self, "_templated_re", re.compile("|".join(alternatives)) if templated else None)
@@ -185,106 +233,51 @@ class NamingScheme:
             return None
         return key, int(head.group("layer")), None if expert is None else int(expert)
 
+    def number_stacks(self, matches):
+        """Put the blocks of every stack on one depth axis (see ``stacks``).
+
+        Parameters
+        ----------
+        matches : dict of str to tuple
+            Tensor name -> :meth:`match`'s ``(key, layer, expert)``.
+
+        Returns
+        -------
+        dict of str to tuple
+            The same, with each block index offset by the number of blocks
+            of the stacks before its own; ``matches`` itself without stacks.
+        """
+        if not self.stacks:
+            return matches
+        stack = {name: self._layer_re.match(name).group("stack") for name in matches}
+        # A value the scheme does not list goes last, in a fixed order.
+        order = self.stacks + tuple(sorted(set(stack.values()) - set(self.stacks)))
+        offsets, offset = {}, 0
+        for value in order:
+            offsets[value] = offset
+            offset += 1 + max((layer for name, (_, layer, _) in matches.items()
+                               if stack[name] == value), default=-1)
+        return {name: (key, layer + offsets[stack[name]], expert)
+                for name, (key, layer, expert) in matches.items()}
+
+    def split_name(self, tensor_name):
+        """``(layer, remainder)`` of a name inside a block, or ``None`` outside.
+
+        The remainder is what follows the ``layer_pattern`` match: what
+        ``modules`` keys and ``skip`` patterns are compared with.
+        """
+        head = self._layer_re.match(tensor_name)
+        return None if head is None else (int(head.group("layer")), tensor_name[head.end():])
+
+    def skips(self, remainder):
+        """Whether a block tensor's remainder fully matches a ``skip`` pattern."""
+        return self._skip_re is not None and self._skip_re.fullmatch(remainder) is not None
+
     def is_transposed(self, key):
         """Whether the tensors under ``key`` are declared (in, out)."""
         if isinstance(self.transposed, bool):
             return self.transposed
         return key in self.transposed
-
-
-@dataclass(frozen=True)
-class TensorPlan:
-    """How one stored tensor splits into signature matrices.
-
-    Attributes
-    ----------
-    name : str
-        Tensor name in the checkpoint.
-    descriptor : str
-        Short text identifying the split (``"plain"``, ``"T|plain"``,
-        ``"qkv:q=2048,k=512,v=512"``, ``"experts=8|gate_up:gate=...,up=..."``),
-        meant for cache keys: a change of split rule changes it.
-    parts : tuple of (str, int, int or None)
-        ``(role, layer, expert)`` of each matrix :meth:`split` returns.
-    shape : tuple of int
-        Stored shape the plan was made for.
-    transpose : bool
-        Whether the stored (expert) matrix is (in, out) and is transposed.
-    layout : {"plain", "rows", "heads", "stride"}
-        How the (out, in) matrix is cut: whole, contiguous row blocks of
-        sizes ``layout_args``, ``(heads, k, head_dim)`` interleaved rows with
-        ``layout_args == (heads, k)``, or every ``layout_args[0]``-th row.
-    layout_args : tuple of int
-        Parameters of ``layout``.
-    """
-
-    name: str
-    descriptor: str
-    parts: tuple
-    shape: tuple
-    transpose: bool = False
-    layout: str = "plain"
-    layout_args: tuple = ()
-
-    def split(self, tensor):
-        """Cut a tensor into its ``(role, layer, expert, matrix)`` parts.
-
-        Parameters
-        ----------
-        tensor : torch.Tensor or numpy.ndarray
-            The stored tensor, of shape :attr:`shape`.
-
-        Returns
-        -------
-        parts : list of (str, int, int or None, tensor)
-            In the order of :attr:`parts`; each matrix is 2-D (out, in) and a
-            view of ``tensor`` except for the ``"heads"`` layout, whose
-            strided rows need a copy.
-        """
-        if tuple(tensor.shape) != self.shape:
-            raise ConfigError(
-                f"Tensor {self.name!r} has shape {tuple(tensor.shape)} but its split plan "
-                f"was made for {self.shape}: resolve the architecture again from the "
-                "checkpoint's current shapes."
-            )
-        stack = [tensor[e] for e in range(self.shape[0])] if len(self.shape) == 3 else [tensor]
-        blocks = [block for m in stack for block in cut_matrix(
-            m.T if self.transpose else m, self.layout, self.layout_args)]
-        return [(*part, block) for part, block in zip(self.parts, blocks)]
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """The resolved layout of one checkpoint.
-
-    Attributes
-    ----------
-    name : str
-        Name of the naming scheme used (``"llama"``, ``"gpt2"``, ...).
-    n_layers : int
-        Number of transformer blocks (highest mapped layer index + 1).
-    plans : dict of str to TensorPlan
-        One plan per tensor that contributes to the signature, in name order
-        of the input.
-    skipped : tuple of str
-        Tensors that contribute nothing (embeddings, norms, routers, ...).
-    model_type : str or None
-        ``config["model_type"]`` (or GGUF ``general.architecture``).
-    scheme : NamingScheme
-        The scheme that mapped the names.
-    """
-
-    name: str
-    n_layers: int
-    plans: dict
-    skipped: tuple = ()
-    model_type: str | None = None
-    scheme: NamingScheme | None = None
-
-    @property
-    def parts(self):
-        """All ``(role, layer, expert)`` parts, in plan order."""
-        return tuple(part for plan in self.plans.values() for part in plan.parts)
 
 
 _REGISTRY = {}
@@ -398,7 +391,14 @@ def resolve_architecture(tensor_names, config=None, shapes=None, *, scheme=None)
     Raises
     ------
     UnknownArchitectureError
-        No scheme maps any q/k/v/o/gate/up/down matrix.
+        No scheme maps any q/k/v/o/gate/up/down matrix, or the chosen one
+        leaves a block weight of two or more dimensions neither mapped nor
+        skipped (``docs/design.md``, "How to add a naming scheme"): a
+        partial signature is never made silently.  Also, naming the
+        architecture and why, for a model type that has no signature
+        (state-space models such as Mamba and their hybrids:
+        ``_refusals.NO_SIGNATURE``) unless ``scheme`` is given or a
+        registered scheme lists that model type.
     ConfigError
         A fused tensor does not split by the config's values, a needed value
         is missing, or a mapped tensor has no usable shape.
@@ -407,6 +407,9 @@ def resolve_architecture(tensor_names, config=None, shapes=None, *, scheme=None)
     config = {} if config is None else config
     shapes = {} if shapes is None else shapes
     model_type = config.get("model_type") or config.get("general.architecture")
+    if (scheme is None and model_type in NO_SIGNATURE
+            and not any(model_type in known.model_types for known in _REGISTRY.values())):
+        raise UnknownArchitectureError(no_signature_message(model_type, NO_SIGNATURE[model_type]))
     if scheme is None:
         candidates = list(_REGISTRY.values())
     else:
@@ -414,78 +417,29 @@ def resolve_architecture(tensor_names, config=None, shapes=None, *, scheme=None)
     # Extra blocks past num_hidden_layers are multi-token-prediction heads
     # (DeepSeek-V3), not part of the network the signature describes.
     max_layers = config_value(config, "num_layers")
-    best, best_rank, best_matches = None, None, {}
-    for order, candidate in enumerate(candidates):
+    ranked = []
+    for candidate in candidates:
         matches = {}
+        limit = None if candidate.stacks else max_layers
         for name in names:
             found = candidate.match(name)
-            if found is not None and (max_layers is None or found[1] < max_layers):
+            if found is not None and (limit is None or found[1] < limit):
                 matches[name] = found
-        rank = (len(matches), model_type in candidate.model_types, -order)
-        if matches and (best_rank is None or rank > best_rank):
-            best, best_rank, best_matches = candidate, rank, matches
-    if best is None:
+        if matches:
+            ranked.append(((len(matches), model_type in candidate.model_types),
+                           candidate, matches, limit))
+    if not ranked:
         raise UnknownArchitectureError(unknown_architecture_message(
             names, shapes, model_type, scheme, tuple(_REGISTRY)))
-    return _build(best, names, best_matches, config, shapes, model_type)
+    # Most tensors mapped, then model_type; among schemes still tied, the
+    # first registered that accounts for every block weight (none: refused).
+    top = max(rank for rank, *_ in ranked)
+    best, best_matches = first_accounted(
+        [tie for rank, *tie in ranked if rank == top], names, shapes)
+    return build_architecture(best, names, best.number_stacks(best_matches), config, shapes,
+                              model_type)
 
 
-def _build(scheme, names, matches, config, shapes, model_type):
-    shape_of = {name: checked_shape(name, shapes) for name in matches}
-    # Shared experts are numbered after the routed ones of their layer, so
-    # the routed count has to be known first.
-    n_routed = {}
-    for name, (key, layer, expert) in matches.items():
-        if key not in scheme.shared:
-            shape = shape_of[name]
-            count = shape[0] if len(shape) == 3 else (0 if expert is None else expert + 1)
-            n_routed[layer] = max(n_routed.get(layer, 0), count)
-    hidden = config_value(config, "hidden_size")
-    plans = {}
-    for name, (key, layer, expert) in matches.items():
-        shape = shape_of[name]
-        if len(shape) == 3 and expert is not None:
-            raise ConfigError(
-                f"Tensor {name!r} of shape {shape} is a 3-D stack but its name already "
-                f"carries expert index {expert}; map it to a 2-D matrix key instead."
-            )
-        first = n_routed.get(layer, 0) if key in scheme.shared else expert
-        plans[name] = _plan(name, shape, scheme.modules[key], scheme.is_transposed(key),
-                            layer, first, config, hidden)
-    return Architecture(
-        name=scheme.name,
-        n_layers=1 + max(layer for _, layer, _ in matches.values()),
-        plans=plans,
-        skipped=tuple(name for name in names if name not in plans),
-        model_type=model_type,
-        scheme=scheme,
-    )
-
-
-def _plan(name, shape, rule, declared_transposed, layer, first_expert, config, hidden):
-    rows, cols = shape[-2:]
-    transpose = stored_transposed(rows, cols, declared_transposed, rule, hidden)
-    out_rows = cols if transpose else rows
-    layout, args, roles, text = split_layout(name, shape, out_rows, rule, layer, config, hidden)
-    if len(shape) == 3:
-        base = first_expert or 0
-        experts = range(base, base + shape[0])
-    else:
-        experts = (first_expert,)
-    descriptor = "|".join(
-        ([f"experts={shape[0]}"] if len(shape) == 3 else []) + (["T"] if transpose else []) + [text]
-    )
-    return TensorPlan(
-        name=name,
-        descriptor=descriptor,
-        parts=tuple((role, layer, e) for e in experts for role in roles),
-        shape=shape,
-        transpose=transpose,
-        layout=layout,
-        layout_args=args,
-    )
-
-
-for _spec in BUILTIN_SCHEMES:
+for _spec in BUILTIN_SCHEMES + ENCODER_SCHEMES:
     register_naming_scheme(NamingScheme(**_spec))
 del _spec
