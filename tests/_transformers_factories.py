@@ -68,3 +68,39 @@ def float64_alpha(matrix):
     lam = np.sort(np.linalg.eigvalsh(gram))
     i = lam.size // 2
     return 1.0 + (lam.size - i) / np.sum(np.log(lam[i:] / lam[i]))
+
+
+#: Relative accuracy promised for PL_Alpha_Hill (README, "Precision").
+RTOL = 1e-5
+
+
+def state_dict64(model):
+    """The model's state dict as float64 numpy arrays (the reference's input)."""
+    return {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+
+
+def assert_column(sig, layer, cells, label):
+    """Check one layer of ``sig`` against ``cells`` ({role: [matrices]}).
+
+    A role in ``cells`` equals the mean float64 PL_Alpha_Hill of its
+    matrices (experts averaged) to :data:`RTOL`; a role not in ``cells`` is
+    NaN (the architecture lacks it).
+
+    Returns
+    -------
+    float
+        The largest relative error in the column.
+    """
+    from sklearn_specsig import ROLES
+
+    max_err = 0.0
+    for i, role in enumerate(ROLES):
+        value = sig.values[i, layer]
+        if role not in cells:
+            assert np.isnan(value), (label, role, layer)
+            continue
+        ref = np.mean([float64_alpha(m) for m in cells[role]])
+        np.testing.assert_allclose(value, ref, rtol=RTOL,
+                                   err_msg=f"{label} {role} layer {layer}")
+        max_err = max(max_err, abs(value / ref - 1.0))
+    return max_err

@@ -12,17 +12,11 @@ key-value head), against layouts read from the modelling code.
 import numpy as np
 import pytest
 import torch
-from _transformers_factories import float64_alpha, write_tiny_checkpoint
+from _transformers_factories import assert_column, state_dict64, write_tiny_checkpoint
 
 from sklearn_specsig import ROLES, compute_signature
 from sklearn_specsig.architectures import resolve_architecture
 from sklearn_specsig.errors import ConfigError
-
-RTOL = 1e-5
-
-
-def _state_dict(model):
-    return {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
 
 
 def _assert_signature_matches(model_type, folder, expected, **overrides):
@@ -32,18 +26,11 @@ def _assert_signature_matches(model_type, folder, expected, **overrides):
     n_layers = model.config.num_hidden_layers
     assert sig.n_layers == n_layers
     assert sig.missing_layers() == {} and sig.undefined_matrices() == {}
-    sd = _state_dict(model)
+    sd = state_dict64(model)
     max_err = 0.0
     for layer in range(n_layers):
         cells = expected(sd, layer)
-        for i, role in enumerate(ROLES):
-            if role not in cells:
-                assert np.isnan(sig.values[i, layer]), (role, layer)
-                continue
-            ref = np.mean([float64_alpha(m) for m in cells[role]])
-            np.testing.assert_allclose(sig.values[i, layer], ref, rtol=RTOL,
-                                       err_msg=f"{model_type} {role} layer {layer}")
-            max_err = max(max_err, abs(sig.values[i, layer] / ref - 1.0))
+        max_err = max(max_err, assert_column(sig, layer, cells, model_type))
     print(f"{model_type} {overrides}: roles {sorted(cells)} layers {n_layers} "
           f"max rel err {max_err:.1e}")
     return sig

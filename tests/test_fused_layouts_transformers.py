@@ -13,16 +13,14 @@ rotary embedding at position 0, where it is the identity.
 import _decoder_references as refs
 import numpy as np
 import pytest
-from _transformers_factories import float64_alpha, write_tiny_checkpoint
+from _transformers_factories import assert_column, state_dict64, write_tiny_checkpoint
 
-from sklearn_specsig import ROLES, compute_signature
+from sklearn_specsig import compute_signature
 from sklearn_specsig.architectures import resolve_architecture
 from sklearn_specsig.checkpoints import open_checkpoint
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-RTOL = 1e-5
 
 
 def library_matrices(folder, tensor_name):
@@ -77,17 +75,10 @@ def assert_same(got, want, what):
 def assert_signature(folder, model, expected):
     """The signature of ``folder`` is complete and equals the float64 reference."""
     sig = compute_signature(folder, cache=None, progress=False)
-    sd = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+    sd = state_dict64(model)
     assert sig.missing_layers() == {} and sig.undefined_matrices() == {}
     for layer in range(model.config.num_hidden_layers):
-        cells = expected(sd, layer)
-        for i, role in enumerate(ROLES):
-            if role not in cells:
-                assert np.isnan(sig.values[i, layer]), (role, layer)
-                continue
-            ref = np.mean([float64_alpha(m) for m in cells[role]])
-            np.testing.assert_allclose(sig.values[i, layer], ref, rtol=RTOL,
-                                       err_msg=f"{role} layer {layer}")
+        assert_column(sig, layer, expected(sd, layer), "falcon")
 
 
 FALCON_LAYOUTS = {
