@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointAccessError, CheckpointNotFoundError, SpecsigError
+from ._adapter import adapter_location
 from ._base import (
     CONFIG_NAME,
     EXPECTED_FILES,
@@ -145,20 +146,30 @@ class CheckpointLocation:
             return cls(self.source, self.path, self.file, config, config_file)
 
 
-def locate_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=None):
+def locate_checkpoint(source, *, revision=None, cache_dir=None, local_files_only=None,
+                      base=None):
     """Find the files of a checkpoint without reading them.
 
     Takes what :func:`open_checkpoint` takes (a hub id is resolved through
     the huggingface_hub cache the same way) and raises the same errors for
-    a missing path, an unusable directory or a wrong suffix.
+    a missing path, an unusable directory or a wrong suffix.  A PEFT LoRA
+    adapter folder (``adapter_config.json``) is an ``AdapterLocation``: the
+    merged model ``W + s * B A`` over its base, which is ``base`` (a path
+    or hub id) when given, else the adapter's ``base_model_name_or_path``.
 
     Returns
     -------
-    CheckpointLocation
+    CheckpointLocation or AdapterLocation
     """
     given = os.fspath(source)
     with _access_errors(given):
-        return _locate(source, given, revision, cache_dir, local_files_only)
+        location = _locate(source, given, revision, cache_dir, local_files_only)
+
+    def locate_base(base_source, revision=None):
+        return locate_checkpoint(base_source, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only)
+
+    return adapter_location(location, base, locate_base)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ is committed at once, so an interrupted extraction keeps its work.  The keys
 are made by :mod:`sklearn_specsig.store`; see ``docs/design.md``.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..architectures import resolve_architecture, schemes_in_force
-from ..checkpoints import locate_checkpoint
+from ..checkpoints import locate_checkpoint, locate_model
 from ..errors import CheckpointFormatError
 from ..signature import MatrixEntry
 from ..spectral import resolve_device
@@ -190,8 +191,10 @@ def extract_spectra(
     revision=None,
     scheme=None,
     progress=True,
+    config=None,
+    base=None,
 ):
-    """Spectra of every signature matrix of a checkpoint.
+    """Spectra of every signature matrix of a checkpoint or a model in memory.
 
     Parameters are those of :func:`~sklearn_specsig.compute_signature`.
 
@@ -204,12 +207,21 @@ def extract_spectra(
     check_precision(precision)
     store = resolve_store(cache)
     settings = settings_key(precision)
-    location = locate_checkpoint(source, revision=revision)
+    if isinstance(source, (str, os.PathLike)) and config is None:
+        location = locate_checkpoint(source, revision=revision, base=base)
+    elif base is not None:
+        raise ValueError("base= is for a LoRA adapter folder (a path or hub id), not "
+                         "for a model in memory: merge the adapter and pass the model.")
+    else:  # a model in memory (MemoryLocation), or config= with a path: refused
+        location = locate_model(source, config=config, revision=revision)
     quick = None
-    if store is not None:
+    # A model in memory has no file stats (None): both memos are skipped and
+    # its tensors are read and hashed, each spectrum still found by content.
+    stats = location.file_stats() if store is not None else None
+    if stats is not None:
         # A full hit costs file stats and a few SQLite reads: no header, no
         # GGUF vocabulary, no architecture resolution.
-        quick = quick_key(location.file_stats(), settings, schemes_in_force(scheme))
+        quick = quick_key(stats, settings, schemes_in_force(scheme))
         cached = quick and _from_store(store, quick, settings)
         if cached:
             return cached
@@ -219,8 +231,9 @@ def extract_spectra(
         names, ckpt.config, {n: ckpt.tensor_shape(n) for n in names}, scheme=scheme
     )
     stat = None
-    if store is not None:
-        stat = plan_stat_key(ckpt.file_stats(), plan_key(arch), settings)
+    stats = ckpt.file_stats() if store is not None else None
+    if stats is not None:
+        stat = plan_stat_key(stats, plan_key(arch), settings)
         cached = _from_store(store, stat, settings)
         if cached is not None:
             _remember(store, cached.fingerprint, quick)
@@ -230,7 +243,7 @@ def extract_spectra(
     entries, keys, lines = [], {}, []
     with tqdm(
         total=n_matrices,
-        desc=f"spectra of {source}",
+        desc=f"spectra of {location.source}",
         unit="matrix",
         disable=None if progress else True,
         leave=False,
@@ -238,7 +251,7 @@ def extract_spectra(
         solver = SpectrumSolver(device, precision, store, bar)
         for name, tensor, content in prefetched(ckpt.iter_tensors(list(arch.plans))):
             plan = arch.plans[name]
-            _check_floating(tensor, name, source)
+            _check_floating(tensor, name, location.source)
             lines.append(f"{name}|{plan.descriptor}|{content}")
             part_keys = [
                 spectrum_key(content, plan.descriptor, i, settings)

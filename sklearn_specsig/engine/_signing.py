@@ -2,6 +2,7 @@
 
 from joblib import Parallel, delayed
 
+from ..checkpoints import describe_model
 from ..errors import SpecsigError, StoreError
 from ..signature import ROLES, Signature, metric_name, signature_values
 from ..spectral import METRICS
@@ -46,15 +47,23 @@ def compute_signature(
     revision=None,
     scheme=None,
     progress=True,
+    config=None,
+    base=None,
 ):
-    """Compute the spectral signature of a checkpoint.
+    """Compute the spectral signature of a checkpoint or a model in memory.
 
     Parameters
     ----------
-    source : str or os.PathLike
+    source : str, os.PathLike, torch.nn.Module or mapping of str to Tensor
         A model directory (Hugging Face layout, safetensors or PyTorch
         ``.bin``), a ``.safetensors`` or ``.gguf`` file, or a hub id
-        ``"org/name"`` resolved with huggingface_hub.
+        ``"org/name"`` resolved with huggingface_hub; or a model in memory,
+        read where it is (nothing written to disk, one tensor at a time
+        moved to the CPU): a ``torch.nn.Module`` (through its
+        ``state_dict()``; a ``transformers`` model brings its ``config``),
+        or a state dict of tensor names to tensors, with ``config=``.  The
+        same weights in memory and on disk give the same signature and
+        share every cached spectrum.
     metric : str or callable, default="alpha_hill"
         Metric of each spectrum; see
         :data:`sklearn_specsig.spectral.METRICS`.  Every other metric is
@@ -73,6 +82,19 @@ def compute_signature(
         :func:`sklearn_specsig.architectures.register_naming_scheme`.
     progress : bool, default=True
         Show a progress bar over matrices (only on a terminal).
+    config : dict or transformers config, optional
+        The configuration (``config.json`` keys) of a model in memory; it
+        wins over a module's own ``model.config``.  With a path or hub id it
+        is a ``ValueError``: their ``config.json`` is read from their files.
+    base : str or os.PathLike, optional
+        The base model of a PEFT LoRA adapter folder (``adapter_config.json``
+        with ``adapter_model.safetensors`` or ``.bin``), a path or hub id; it
+        wins over the adapter's ``base_model_name_or_path``.  The adapter is
+        signed as the merged model ``W + s * B A`` (``s = lora_alpha / r``,
+        ``lora_alpha / sqrt(r)`` with ``use_rslora``), merged one matrix at
+        a time as peft's ``merge_and_unload`` does (float32 delta, base
+        dtype); a matrix the adapter leaves alone hits the base's cached
+        spectrum.  Given with a full model it is a ``ValueError``.
 
     Returns
     -------
@@ -91,6 +113,17 @@ def compute_signature(
     (7, 4)
     >>> sig.with_metric("log_norm").metric
     'log_norm'
+
+    The same weights in memory, as a state dict with its config:
+
+    >>> import json, os
+    >>> from safetensors.torch import load_file
+    >>> weights = load_file(os.path.join(zoo.paths[0], "model.safetensors"))
+    >>> with open(os.path.join(zoo.paths[0], "config.json")) as f:
+    ...     config = json.load(f)
+    >>> in_memory = compute_signature(weights, config=config, cache=None, progress=False)
+    >>> bool((in_memory.values == sig.values).all()), in_memory.source
+    (True, '<state dict of 39 tensors in memory>')
     >>> folder.cleanup()
     """
     check_signing(metric, device, precision)
@@ -102,6 +135,8 @@ def compute_signature(
         revision=revision,
         scheme=scheme,
         progress=progress,
+        config=config,
+        base=base,
     )
     values = signature_values(result.entries, result.spectra, metric, result.n_layers)
     return Signature(
@@ -113,7 +148,7 @@ def compute_signature(
         fingerprint=result.fingerprint,
         spectra=result.spectra,
         entries=result.entries,
-        source=str(source),
+        source=describe_model(source),
     )
 
 
@@ -137,9 +172,15 @@ def _signature_or_error(model, metric, kwargs, on_error):
 
 
 def sign_models(models, metric, kwargs, n_jobs, on_error):
-    """Signatures of ``models`` (paths, hub ids or Signatures) through joblib, in order.
+    """Signatures of ``models`` (paths, hub ids, models in memory or
+    Signatures) through joblib, in order.
 
-    ``kwargs`` are :func:`compute_signature`'s keyword arguments.  With
+    ``kwargs`` are :func:`compute_signature`'s keyword arguments (a
+    ``config`` among them is for models in memory, all of them; a path then
+    fails with a ``ValueError``).  With ``n_jobs > 1`` and joblib's default
+    process backend, a model in memory is pickled to its worker (a copy of
+    its weights there); ``joblib.parallel_config(backend="threading")``
+    shares it instead.  With
     ``on_error="warn"`` a model that cannot be read gives its exception in
     place of a Signature; with ``"raise"`` the first one is raised.  A
     :class:`~sklearn_specsig.errors.StoreError` is raised in either mode.

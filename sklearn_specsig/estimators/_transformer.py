@@ -6,7 +6,9 @@ unpickling a Pipeline that holds it costs no torch import.
 """
 
 import os
+import sys
 import warnings
+from collections.abc import Mapping
 from numbers import Integral
 
 import numpy as np
@@ -28,15 +30,33 @@ _DEPTH_HINT = "set n_layers=<int> to resample them onto a common relative-depth 
 def _model_id(model):
     if isinstance(model, Signature):
         return model.source if model.source is not None else model.fingerprint
-    return os.fspath(model)
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    # A model in memory: torch is loaded (it was signed).
+    from ..checkpoints import describe_model
+
+    return describe_model(model)
+
+
+def _in_memory(model):
+    """A torch.nn.Module, a mapping of tensors or a MemoryCheckpoint; found
+    without importing torch (none of them exists before torch is loaded)."""
+    if isinstance(model, Mapping):
+        return True
+    if "torch" not in sys.modules:
+        return False
+    from ..checkpoints import is_model_in_memory
+
+    return is_model_in_memory(model)
 
 
 def _check_models(X):
-    """A list of models (paths, hub ids or Signature objects) from ``X``."""
-    if isinstance(X, (str, bytes, os.PathLike, Signature)):
+    """A list of models (paths, hub ids, models in memory or Signature
+    objects) from ``X``."""
+    if isinstance(X, (str, bytes, os.PathLike, Signature)) or _in_memory(X):
         raise ValueError(
-            "X should be a list of models (paths, hub ids or Signature "
-            f"objects), got a single {type(X).__name__}; wrap it in a list."
+            "X should be a list of models (paths, hub ids, models in memory or "
+            f"Signature objects), got a single {type(X).__name__}; wrap it in a list."
         )
     if hasattr(X, "ndim") and getattr(X, "ndim") != 1:
         raise ValueError(
@@ -52,10 +72,11 @@ def _check_models(X):
     if not models:
         raise ValueError("X is empty: pass at least one model.")
     for model in models:
-        if not isinstance(model, (str, os.PathLike, Signature)):
+        if not isinstance(model, (str, os.PathLike, Signature)) and not _in_memory(model):
             raise ValueError(
-                "each model should be a path, a hub id or a Signature, got "
-                f"{type(model).__name__}: {model!r}."
+                "each model should be a path, a hub id or a Signature, or a "
+                "model in memory (a torch.nn.Module or a MemoryCheckpoint), got "
+                f"{type(model).__name__}: {model!r:.200}."
             )
     return models
 
@@ -64,8 +85,8 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
     """Turn model checkpoints into flattened spectral signatures.
 
     Each model (a directory in Hugging Face layout, a ``.safetensors`` or
-    ``.gguf`` file, a hub id, or a :class:`~sklearn_specsig.Signature`)
-    becomes one row: its (7, n_layers) signature flattened module-major,
+    ``.gguf`` file, a hub id, a model in memory, or a
+    :class:`~sklearn_specsig.Signature`) becomes one row: its (7, n_layers) signature flattened module-major,
     feature ``role_index * n_layers + layer`` named ``"{role}_{layer:03d}"``.
     Spectra are cached (see ``cache``), so changing ``metric`` or
     ``n_layers`` never re-reads a model.
@@ -94,7 +115,8 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
     n_jobs : int, default=None
         Models signed in parallel through joblib (``-1``: all cores).  A
         ``joblib.parallel_config(backend="dask")`` context runs them on a
-        Dask cluster.
+        Dask cluster.  Models in memory are then pickled to the workers (a
+        copy of each model's weights in its worker process).
     precision : {"float32", "float64"}, default="float32"
         Precision of the Gram matrices and eigensolver.
     progress : bool, default=False
@@ -234,8 +256,12 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : list of str, os.PathLike or Signature
-            Models: directories, weight files, hub ids or signatures.
+        X : list of str, os.PathLike, torch.nn.Module, MemoryCheckpoint or Signature
+            Models: directories, weight files, hub ids, models in memory or
+            signatures.  A ``transformers`` model brings its config; a
+            plain module or a state dict is given with its config as
+            ``MemoryCheckpoint(model.state_dict(), config=...)``
+            (:class:`sklearn_specsig.checkpoints.MemoryCheckpoint`).
         y : None
             Ignored.
 
