@@ -576,3 +576,19 @@ def test_missing_shape_and_split_of_a_wrong_shape():
     assert torch.equal(plan.split(torch.ones(4, 2))[0][3], torch.ones(4, 2))
     with pytest.raises(ConfigError, match=r"'w' has shape \(2, 4\) but its split plan was made for \(4, 2\)"):
         plan.split(torch.ones(2, 4))
+
+
+def test_equal_thirds_refuse_a_multi_query_c_attn_without_config():
+    # StarCoder's c_attn (q of 6144 rows, one 128-row key and value head)
+    # under GPT-2's names and no config.json: equal thirds would cut it
+    # silently wrong, so the split refuses; GPT-2's own shapes still split.
+    starcoder, gpt2 = {}, {}
+    for i in range(2):
+        starcoder.update({f"transformer.h.{i}.attn.c_attn.weight": (6400, 6144),
+                          f"transformer.h.{i}.attn.c_proj.weight": (6144, 6144)})
+        gpt2.update({f"transformer.h.{i}.attn.c_attn.weight": (768, 2304),
+                     f"transformer.h.{i}.attn.c_proj.weight": (768, 768)})
+    with pytest.raises(ConfigError, match="not three times the input width 6400"):
+        resolve_architecture(list(starcoder), {}, starcoder)
+    arch = resolve_architecture(list(gpt2), {}, gpt2)
+    assert arch.plans["transformer.h.0.attn.c_attn.weight"].descriptor == "T|qkv:q=768,k=768,v=768"

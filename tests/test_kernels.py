@@ -326,3 +326,20 @@ def test_rbf_and_cosine_chunks_are_bit_equal_to_the_full_matrix(kernel):
     for start in range(0, 50, 7):
         chunk = pairwise_similarity(X[3:4], Y[start:start + 7], kernel=kernel, **params)
         np.testing.assert_array_equal(chunk, full[3:4, start:start + 7])
+
+
+@pytest.mark.parametrize("big", [1e4, 1e8, 1e12, 1e100])
+def test_rbf_and_cosine_keep_small_entries_when_the_largest_is_masked(big):
+    # The features two signatures share may hold only small values of a row
+    # whose largest value is masked out by the other's NaN: the products
+    # must not lose them (exact slicing keeps every bit of every entry).
+    rng = np.random.default_rng(0)
+    x = np.r_[big, rng.uniform(0.1, 1.0, 20)]
+    y = np.r_[np.nan, rng.uniform(0.1, 1.0, 20)]
+    X, Y = x[None], y[None]
+    xs, ys = x[1:], y[1:]
+    cos = xs @ ys / np.sqrt((xs @ xs) * (ys @ ys))
+    assert_allclose(cosine_similarity(X, Y, n_modules=1), [[cos]], rtol=1e-14)
+    d2 = np.sum((xs - ys) ** 2) * 21 / 20  # nan_euclidean's rescaling
+    assert_allclose(rbf_similarity(X, Y, gamma=0.5, n_modules=1), [[np.exp(-0.5 * d2)]],
+                    rtol=1e-12)

@@ -342,9 +342,10 @@ def test_a_prediction_validates_its_input_once(monkeypatch):
     assert calls == [True]
     calls.clear()
     clf.predict(X[:2])
-    # X once, at the boundary; the kernel then runs on the validated arrays
-    # (query and references) without scanning them again.
-    assert calls == [False] and configs[-1] is True
+    # X once, at the boundary.  A named kernel then runs on the validated
+    # arrays without scanning them again (assume_finite); a callable is the
+    # user's code and keeps scikit-learn's checks in force.
+    assert calls == [False] and configs[-1] is False
     assert sklearn.get_config()["assume_finite"] is False
     with pytest.raises(ValueError, match="infinity"):
         clf.predict(np.full((1, 21), np.inf))
@@ -357,3 +358,16 @@ def test_every_estimator_shares_the_kernel_names():
     for est in (LineageClassifier, KNNPerformanceRegressor, SignatureClusterer):
         (names,) = [c for c in est._parameter_constraints["kernel"] if hasattr(c, "options")]
         assert names.options == set(KERNELS), est
+
+
+def test_a_callable_kernel_keeps_scikit_learns_own_input_checks():
+    # The estimators skip the kernels' second finiteness scan of arrays they
+    # validated themselves, but never for a user's callable: scikit-learn's
+    # cosine_similarity must still refuse NaN rather than return NaN rows.
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 14))
+    X[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        LineageClassifier(kernel=cosine_similarity, n_modules=7).fit(X, [0, 0, 1, 1])

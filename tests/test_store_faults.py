@@ -338,3 +338,19 @@ def test_store_folder_that_cannot_exist(tmp_path):
     store = SignatureStore(tmp_path / "a-file" / "store")
     with pytest.raises(StoreError, match="writable location"):
         store.get_spectra(["a"])
+
+
+def test_a_store_held_by_another_process_is_called_busy_not_damaged(tmp_path):
+    path = tmp_path / "signatures.sqlite"
+    SignatureStore(path).put_source("memo", "fingerprint")  # create it
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as a writer that does not let go
+    try:
+        store = SignatureStore(path, timeout=0.2)
+        with pytest.raises(StoreError, match="is busy") as raised:
+            store.put_source("other", "fingerprint")
+        assert "delete" not in str(raised.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert SignatureStore(path).get_source("memo") == "fingerprint"

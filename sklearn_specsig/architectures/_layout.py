@@ -151,6 +151,17 @@ def split_layout(name, shape, rows, rule, layer, config, hidden):
         if rows % len(roles):
             fail(f"{rows} rows do not divide into {len(roles)} equal parts",
                  "Check that the tensor is mapped to the right rule.")
+        # Equal thirds are [q; k; v] of full multi-head attention: each reads
+        # and writes the hidden size.  Any other width is grouped or
+        # multi-query attention (StarCoder's c_attn under GPT-2's names), which
+        # equal thirds would cut silently wrong.
+        in_dim = shape[-1] if shape[-2] == rows else shape[-2]
+        if rule == "qkv_equal" and rows != 3 * in_dim:
+            fail(f"{rows} rows are not three times the input width {in_dim}, as "
+                 "[q; k; v] of multi-head attention are",
+                 "This looks like grouped or multi-query attention: give the "
+                 "checkpoint its config.json (with model_type) so that the "
+                 "architecture's own scheme splits it.")
         size = rows // len(roles)
         sizes = ",".join(f"{role}={size}" for role in roles)
         if rule == "gate_up_interleaved":

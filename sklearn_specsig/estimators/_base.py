@@ -81,15 +81,25 @@ SpectralSignatureTransformer output, 1 for a generic array).
 
 
 @contextmanager
-def validated_inputs():
-    """Run the kernels on arrays that :func:`validate_signatures` has checked.
+def validated_inputs(kernel):
+    """Run a named kernel on arrays that :func:`validate_signatures` has checked.
 
     The kernels (and :class:`~sklearn_specsig.search.SignatureIndex`) check
     their inputs for direct callers; inside an estimator those arrays are
     the validated query and the references validated at ``fit``, so the
     second pass over them for infinities is skipped (``assume_finite``: the
-    float64 arrays are then passed through without a copy or a scan).
+    float64 arrays are then passed through without a copy or a scan).  A
+    callable ``kernel`` is the user's code, which may rely on scikit-learn's
+    own checks (``Input contains NaN``): it runs with them in force.
+
+    Parameters
+    ----------
+    kernel : str or callable
+        The estimator's ``kernel``.
     """
+    if callable(kernel):
+        yield
+        return
     with config_context(assume_finite=True):
         yield
 

@@ -412,7 +412,7 @@ class SignatureClusterer(SignatureInputMixin, ClusterMixin, BaseEstimator):
         n = X.shape[0]
         self._check_n_samples(n)
         candidates, what = self._candidates(n)
-        with validated_inputs():
+        with validated_inputs(self._kernel):
             D = signature_distances(X, kernel=self._kernel, n_modules=self.n_modules,
                                     **(self.kernel_params or {}))
         rng = check_random_state(self.random_state)
@@ -480,7 +480,7 @@ class SignatureClusterer(SignatureInputMixin, ClusterMixin, BaseEstimator):
         self._check_layout(X, self._kernel)
         if self.n_clusters_ == 0:
             return np.full(X.shape[0], -1, dtype=np.int64)
-        with validated_inputs():
+        with validated_inputs(self._kernel):
             S = signature_similarity(X, self.X_fit_, kernel=self._kernel,
                                      n_modules=self.n_modules, **(self.kernel_params or {}))
         # Mean similarity to each cluster's members (noise, -1, in none).

@@ -197,7 +197,7 @@ class LineageClassifier(SignatureInputMixin, ClassifierMixin, BaseEstimator):
 
     def _kernel(self, X, Y):
         # X and Y were validated at this estimator's boundary.
-        with validated_inputs():
+        with validated_inputs(self.kernel):
             return pairwise_similarity(X, Y, kernel=self.kernel, n_modules=self.n_modules,
                                        **(self.kernel_params or {}))
 
@@ -231,7 +231,7 @@ class LineageClassifier(SignatureInputMixin, ClassifierMixin, BaseEstimator):
         # References grouped by class, for a per-family max by reduceat.
         self._order = np.argsort(self.reference_labels_, kind="stable")
         self._starts = np.r_[0, np.cumsum(self.n_references_per_class_)[:-1]]
-        with validated_inputs():
+        with validated_inputs(self.kernel):
             self.null_similarities_ = null_similarities(
                 X, self.reference_labels_, kernel=self.kernel, n_modules=self.n_modules,
                 kernel_params=self.kernel_params,

@@ -238,7 +238,7 @@ class KNNPerformanceRegressor(SignatureInputMixin, RegressorMixin, BaseEstimator
         self.n_outputs_ = n_outputs
         self.n_samples_fit_ = n_samples
         index_params = {"kernel": self.kernel, "n_modules": self.n_modules}
-        with validated_inputs():
+        with validated_inputs(self.kernel):
             self._index = SignatureIndex(kernel_params=self.kernel_params,
                                          **index_params).fit(X)
         # One index per distinct set of training models with a score.  The
@@ -252,7 +252,7 @@ class KNNPerformanceRegressor(SignatureInputMixin, RegressorMixin, BaseEstimator
             if rows.size == n_samples:
                 index = self._index
             else:
-                with validated_inputs():
+                with validated_inputs(self.kernel):
                     index = SignatureIndex(kernel_params=dict(self._index.kernel_params_),
                                            **index_params).fit(X[rows])
             self._groups.append((rows, index, min(self.n_neighbors, rows.size)))
@@ -287,10 +287,9 @@ class KNNPerformanceRegressor(SignatureInputMixin, RegressorMixin, BaseEstimator
         check_is_fitted(self)
         return validate_signatures(self, X, reset=False)
 
-    @staticmethod
-    def _search(index, rows, X, k):
+    def _search(self, index, rows, X, k):
         # X was validated at this estimator's boundary.
-        with validated_inputs():
+        with validated_inputs(self.kernel):
             sims, ind = index.kneighbors(X, n_neighbors=k)
         # NaN similarity (nothing comparable) stays a NaN distance.
         return np.maximum(1.0 - sims, 0.0), rows[ind]

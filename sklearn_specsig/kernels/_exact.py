@@ -8,15 +8,20 @@ disagrees with the full matrix on which of two exactly equal candidates
 ranks first, and "exact ties go to the lowest index" stops being true.
 
 The products here are exact in any order.  Each row is scaled by a power of
-two into ``(-1, 1)`` and cut into a few slices of ``bits`` bits each, whole
-numbers (the Ozaki scheme).  The product of two slices sums integers below
-``2**53``, which float64 BLAS does exactly whatever its order, tiling or
-FMA.  The slice products are then scaled back (by powers of two, exact) and
-added in one fixed order.  A pair's value is thus a function of its two
-rows alone; it is as accurate as a float64 product (the terms left out are
-below ``2**-60`` of ``|x| |y|``).  It costs a few BLAS products instead of
-one: the Spearman kernel does not need it (its ranks are integers already,
-see :mod:`._spearman`), the rbf and cosine kernels do.
+two into ``(-1, 1)`` and cut into slices of ``bits`` bits each, whole
+numbers (the Ozaki scheme), until every bit of every entry is in a slice.
+The product of two slices sums integers below ``2**53``, which float64 BLAS
+does exactly whatever its order, tiling or FMA.  Every slice product is
+then scaled back (by powers of two, exact) and added in one fixed order, so
+the only rounding is that of the final sum of exact terms.  A pair's value
+is thus a function of its two rows alone, and as accurate as a float64 dot
+product of those rows, whatever the range of values in a row: the masked
+sums of the rbf and cosine kernels (over the features two signatures
+share) keep the small entries of a row whose largest entry is masked out.
+Typical signatures need three slices of each row (nine BLAS products for
+one); a row spanning many orders of magnitude needs more.  The Spearman
+kernel does not need any of this (its ranks are integers already, see
+:mod:`._spearman`); the rbf and cosine kernels do.
 """
 
 import math
@@ -76,7 +81,10 @@ def slice_rows(A, bits=None):
     _, exponent = np.frexp(np.max(np.abs(A), axis=1, initial=0.0))
     rest = np.ldexp(A, -exponent[:, None])
     slices = []
-    for _ in range(math.ceil(_MANTISSA_BITS / bits)):
+    # Until nothing is left: an entry far below its row's largest keeps its
+    # bits in later slices (at most ~2100 / bits of them, for a row spanning
+    # the whole float64 range).
+    while rest.any():
         rest = np.ldexp(rest, bits)
         whole = np.trunc(rest)
         rest = rest - whole  # exact: the fraction of a float
@@ -109,12 +117,10 @@ def exact_dot(A, B):
     """
     if A.bits != B.bits:
         raise ValueError(f"slices of {A.bits} and {B.bits} bits cannot be multiplied.")
-    n = len(A.slices)
     total = None
-    # Terms by decreasing weight, the same order for every entry; those of
-    # weight below 2**(-bits * (n + 1)) are below float64's resolution.
-    for k in range(n):
-        for s in range(k + 1):
+    # Every term, by decreasing weight, in the same order for every entry.
+    for k in range(len(A.slices) + len(B.slices) - 1):
+        for s in range(max(0, k - len(B.slices) + 1), min(k, len(A.slices) - 1) + 1):
             a, b = A.slices[s], B.slices[k - s]
             if a is None or b is None:
                 continue

@@ -113,10 +113,7 @@ class SignatureStore:
         try:
             conn, version = self._open()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"The signature store {self.path} cannot be read ({exc}). It is "
-                "only a cache: delete the file (or call .clear()) to rebuild it."
-            ) from exc
+            raise self._failed(exc, "cannot be read") from exc
         if int(version) > FORMAT_VERSION:
             conn.close()
             raise StoreVersionError(
@@ -192,9 +189,19 @@ class SignatureStore:
         except sqlite3.DatabaseError as exc:
             raise self._failed(exc) from exc
 
-    def _failed(self, exc):
+    def _failed(self, exc, what="failed"):
+        if isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in str(exc) or "busy" in str(exc)):
+            # Another process holds the file: it is busy, not damaged, and
+            # deleting it would pull it from under that process.
+            return StoreError(
+                f"The signature store {self.path} is busy: another process held "
+                f"it for more than timeout={self.timeout} s ({exc}). Try again, "
+                "pass SignatureStore(path, timeout=...) with a longer wait, or "
+                "point cache= at another location. The file is not damaged."
+            )
         return StoreError(
-            f"The signature store {self.path} failed ({exc}). It is only a "
+            f"The signature store {self.path} {what} ({exc}). It is only a "
             "cache: delete the file (or call .clear()) to rebuild it."
         )
 
