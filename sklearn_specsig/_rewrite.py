@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 
 from .architectures import cut_matrix, resolve_architecture
 from .checkpoints import Checkpoint, open_checkpoint
+from .errors import CheckpointFormatError
 
 SHARD_BYTES = 2_000_000_000
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
@@ -126,6 +127,15 @@ class ShardWriter:
 
 def row_indices(plan):
     """Row indices, in the (out, in) matrix, of each role a stored matrix holds."""
+    if plan.layout == "head_stack":
+        # A per-head 3-D stack (llama.cpp's MLA attn_k_b / attn_v_b) is one
+        # signature matrix assembled from every head: no row of it is a row
+        # of a stored matrix, so it cannot be edited in place.
+        raise CheckpointFormatError(
+            f"Tensor {plan.name!r} is a per-head stack ({plan.descriptor}); "
+            "perturb cannot edit it in place. Perturb the original "
+            "(transformers) checkpoint of this model instead of its GGUF file."
+        )
     out = plan.shape[-1] if plan.transpose else plan.shape[-2]
     return [block[:, 0] for block in cut_matrix(
         torch.arange(out).unsqueeze(1), plan.layout, plan.layout_args)]

@@ -21,6 +21,12 @@ SPLIT_RULES = {
     "qkv_multi_query": ("q", "k", "v"),
     "qkv_mpt": ("q", "k", "v"),
     "kv_mla": ("k", "v"),
+    # llama.cpp's split of kv_b (DeepseekV2Model.modify_tensors): 3-D per-head
+    # stacks that make one matrix, not experts.  attn_k_b is (heads,
+    # kv_lora_rank, qk_nope) (each head's k rows transposed), attn_v_b
+    # (heads, v_head_dim, kv_lora_rank).
+    "k_mla_heads": ("k",),
+    "v_mla_heads": ("v",),
     "gate_up": ("gate", "up"),
     "gate_up_interleaved": ("gate", "up"),
     "up_or_gate_up": ("gate", "up"),
@@ -28,6 +34,9 @@ SPLIT_RULES = {
     "up_experts": ("up",),
     "down_experts": ("down",),
 }
+
+#: Rules whose 3-D tensor is one matrix cut per head, not a stack of experts.
+HEAD_STACK_RULES = frozenset({"k_mla_heads", "v_mla_heads"})
 
 # Config keys that mean the same thing across families: the config.json
 # spellings, then the GGUF metadata key (looked up under the value of
@@ -134,6 +143,14 @@ def split_layout(name, shape, rows, rule, layer, config, hidden):
     """
     if rule in ROLES:
         return "plain", (), (rule,), "plain"
+    if rule in HEAD_STACK_RULES:
+        flip = int(rule == "k_mla_heads")
+        if len(shape) != 3:
+            raise ConfigError(
+                f"Tensor {name!r} has shape {shape}: rule {rule!r} expects a 3-D per-head "
+                "stack as llama.cpp's converter writes attn_k_b / attn_v_b.")
+        heads, rank = shape[0], shape[-2] if flip else shape[-1]
+        return "head_stack", (flip,), SPLIT_RULES[rule], f"{rule}:heads={heads},rank={rank}"
     if rule == "up_or_gate_up":
         intermediate = config_value(config, "intermediate_size", layer)
         if intermediate is None or rows != 2 * intermediate:
@@ -269,6 +286,11 @@ def cut_matrix(matrix, layout, args):
         rows, cols = matrix.shape
         stack = matrix.reshape(experts, rows // experts, cols)
         return [stack[e].T if flip else stack[e] for e in range(experts)]
+    if layout == "head_stack":
+        # (heads, a, b) -> (heads * b, a) when flipped, else (heads * a, b).
+        (flip,) = args
+        stack = matrix.transpose(-1, -2) if flip else matrix
+        return [stack.reshape(-1, stack.shape[-1])]
     if layout == "stride":
         (k,) = args
         return [matrix[i::k] for i in range(k)]

@@ -9,7 +9,14 @@ its stored shape and the config before any weight is read, that says which
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ._layout import checked_shape, config_value, cut_matrix, split_layout, stored_transposed
+from ._layout import (
+    HEAD_STACK_RULES,
+    checked_shape,
+    config_value,
+    cut_matrix,
+    split_layout,
+    stored_transposed,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class TensorPlan:
                 f"was made for {self.shape}: resolve the architecture again from the "
                 "checkpoint's current shapes."
             )
+        if self.layout == "head_stack":  # one matrix out of a per-head 3-D stack
+            return [(*self.parts[0], cut_matrix(tensor, self.layout, self.layout_args)[0])]
         stack = [tensor[e] for e in range(self.shape[0])] if len(self.shape) == 3 else [tensor]
         blocks = [block for m in stack for block in cut_matrix(
             m.T if self.transpose else m, self.layout, self.layout_args)]
@@ -122,7 +131,7 @@ def build_architecture(scheme, names, matches, config, shapes, model_type):
     # the routed count has to be known first.
     n_routed = {}
     for name, (key, layer, expert) in matches.items():
-        if key not in scheme.shared:
+        if key not in scheme.shared and scheme.modules[key] not in HEAD_STACK_RULES:
             shape = shape_of[name]
             count = shape[0] if len(shape) == 3 else (0 if expert is None else expert + 1)
             n_routed[layer] = max(n_routed.get(layer, 0), count)
@@ -151,6 +160,10 @@ def build_architecture(scheme, names, matches, config, shapes, model_type):
 def plan_tensor(name, shape, rule, declared_transposed, layer, first_expert, config, hidden):
     """The :class:`TensorPlan` of one mapped tensor of stored ``shape`` under ``rule``."""
     rows, cols = shape[-2:]
+    if rule in HEAD_STACK_RULES:
+        layout, args, roles, text = split_layout(name, shape, rows, rule, layer, config, hidden)
+        return TensorPlan(name=name, descriptor=text, parts=((roles[0], layer, first_expert),),
+                          shape=shape, layout=layout, layout_args=args)
     transpose = stored_transposed(rows, cols, declared_transposed, rule, hidden)
     out_rows = cols if transpose else rows
     layout, args, roles, text = split_layout(name, shape, out_rows, rule, layer, config, hidden)

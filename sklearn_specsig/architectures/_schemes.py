@@ -127,6 +127,14 @@ BUILTIN_SCHEMES = (
             # NeoX and Bloom included (it undoes their per-head interleave).
             "attn_qkv.weight": "qkv",
             "attn_output.weight": "o",
+            # DeepSeek-V2/V3 (deepseek2): multi-head latent attention, as in
+            # the deepseek_v2 scheme below.  q is attn_q_b (or attn_q without
+            # a query latent); k, v are attn_kv_b's per-head [k_nope; v] rows
+            # (older converters) or llama.cpp's per-head split of it.
+            "attn_q_b.weight": "q",
+            "attn_kv_b.weight": "kv_mla",
+            "attn_k_b.weight": "k_mla_heads",
+            "attn_v_b.weight": "v_mla_heads",
             "ffn_gate.weight": "gate",
             # Phi-3 and ChatGLM keep [gate; up] fused in ffn_up.
             "ffn_up.weight": "up_or_gate_up",
@@ -150,6 +158,8 @@ BUILTIN_SCHEMES = (
             r"ffn_(?:gate|up|down)_exps\.bias",
             # Command R+'s per-head query/key norms, (head_dim, heads).
             r"attn_[qk]_norm\.weight",
+            # DeepSeek's latent down-projections (see the deepseek_v2 scheme).
+            r"attn_q_a\.weight", r"attn_kv_a_mqa\.weight",
         ),
     },
     {
@@ -399,8 +409,8 @@ BUILTIN_SCHEMES = (
         # (one 2-D tensor each on the hub, 3-D stacks in transformers) and
         # shared experts, numbered after the routed ones.  Trailing
         # multi-token-prediction blocks (index >= num_hidden_layers) are not
-        # part of the signature.  GGUF (attn_q_b / attn_kv_b / attn_k_b /
-        # attn_v_b) is not mapped yet.
+        # part of the signature.  GGUF files (deepseek2) sign under the
+        # gguf scheme (attn_q_b, attn_kv_b or attn_k_b / attn_v_b).
         "name": "deepseek_v2",
         "layer_pattern": _DECODER_LAYERS,
         "modules": {

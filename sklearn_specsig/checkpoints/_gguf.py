@@ -193,7 +193,33 @@ def gguf_config(reader):
         if isinstance(value, list) and value and len(set(value)) == 1:
             value = value[0]
         config[hf_key] = value
+    config.update(_mla_config(reader, arch))
     return config
+
+
+def _mla_config(reader, arch):
+    """qk_nope_head_dim / v_head_dim / kv_lora_rank of multi-head latent attention.
+
+    llama.cpp's DeepseekV2Model writes key_length = qk_nope + qk_rope and
+    value_length = v_head_dim; since MLA absorption (attn_k_b / attn_v_b) it
+    writes the latent widths there and the per-head ones as *_length_mla.
+    """
+    def get(key):
+        field = reader.get_field(f"{arch}.{key}")
+        return None if field is None else _field_value(field)
+
+    rank = get("attention.kv_lora_rank")
+    if rank is None:
+        return {}
+    key = get("attention.key_length_mla") or get("attention.key_length")
+    value = get("attention.value_length_mla") or get("attention.value_length")
+    rope = get("rope.dimension_count")
+    found = {"kv_lora_rank": rank}
+    if key is not None and rope is not None:
+        found["qk_nope_head_dim"] = key - rope
+    if value is not None:
+        found["v_head_dim"] = value
+    return found
 
 
 class GGUFCheckpoint(Checkpoint):
