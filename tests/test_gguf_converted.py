@@ -215,3 +215,25 @@ def test_moe_experts_merged_by_the_converter(model_type, arch, tmp_path):
     assert {f"blk.0.{n}.weight" for n in expected} <= names
     hf, gg = _sign(tmp_path / "hf"), _sign(path)
     _assert_same(gg, hf)
+
+
+# -- T5: enc.blk / dec.blk, cross-attention skipped as in the checkpoint --------
+
+@pytest.mark.parametrize("n_encoder, n_decoder, feed_forward_proj",
+                         [(3, 3, "relu"), (3, 2, "gated-gelu")])
+def test_t5_names_of_the_converter(n_encoder, n_decoder, feed_forward_proj, tmp_path):
+    gated = feed_forward_proj.startswith("gated")
+    write_tiny_checkpoint("t5", tmp_path / "hf", num_layers=n_encoder,
+                          num_decoder_layers=n_decoder, feed_forward_proj=feed_forward_proj,
+                          is_gated_act=gated, dense_act_fn=feed_forward_proj.split("-")[-1])
+    hp = _hparams(tmp_path / "hf")
+    meta = {"block_count": max(n_encoder, n_decoder), "embedding_length": hp["d_model"],
+            "feed_forward_length": hp["d_ff"], "head_count": hp["num_heads"]}
+    path = _convert(tmp_path / "hf", tmp_path / "m.gguf", "t5", meta)
+    names = {t.name for t in gguf.GGUFReader(path).tensors}
+    assert {"enc.blk.0.attn_q.weight", "dec.blk.0.cross_attn_k.weight",
+            "enc.blk.0.attn_rel_b.weight", "dec.blk.1.ffn_down.weight"} <= names
+    assert ("enc.blk.0.ffn_gate.weight" in names) == gated
+    hf, gg = _sign(tmp_path / "hf"), _sign(path)
+    assert gg.n_layers == n_encoder + n_decoder
+    _assert_same(gg, hf)

@@ -113,4 +113,26 @@ ENCODER_SCHEMES = (
             r"layer\.1\.EncDecAttention\.[qkvo]\.weight",
         ),
     },
+    {
+        "name": "t5_gguf",
+        # llama.cpp's names for the same blocks (convert_hf_to_gguf's T5Model,
+        # gguf-py's tensor map): the roles and decisions of the t5 scheme.
+        "layer_pattern": r"^(?P<stack>enc|dec)\.blk\.(?P<layer>\d+)\.",
+        "modules": {
+            "attn_q.weight": "q",
+            "attn_k.weight": "k",
+            "attn_v.weight": "v",
+            "attn_o.weight": "o",
+            "ffn_gate.weight": "gate",  # wi_0
+            "ffn_up.weight": "up",  # wi or wi_1
+            "ffn_down.weight": "down",
+        },
+        "stacks": ("enc", "dec"),
+        "model_types": ("t5", "t5encoder"),
+        "skip": (
+            r"attn_rel_b\.weight",
+            r"cross_attn_[qkvo]\.weight",
+            r"cross_attn_rel_b\.weight",
+        ),
+    },
 )
