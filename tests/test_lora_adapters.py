@@ -164,3 +164,175 @@ def test_gpt2_fan_in_fan_out(tmp_path):
         peft_model.merge_and_unload().save_pretrained(tmp_path / "merged")
     sig = compute_signature(tmp_path / "adapter", cache=None, progress=False)
     _close(sig, compute_signature(tmp_path / "merged", cache=None, progress=False))
+
+
+COMMIT_BASE = "b" * 40
+COMMIT_LORA = "c" * 40
+
+
+def _cache_repo(cache, repo_id, commit, folder):
+    """Put every top-level file of ``folder`` in the hub cache as ``repo_id``."""
+    from _checkpoint_factories import write_hub_cache
+
+    files = {p.name: p for p in folder.iterdir() if p.is_file()}
+    return write_hub_cache(cache, repo_id, commit, files)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An offline huggingface_hub cache, the default one for this test: no
+    download, every hub id is read from ``tmp_path / "hub"``."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.mark.parametrize("recorded", ["hub id", "local path"])
+def test_an_adapter_hub_id_signs_as_its_local_folder(base, tmp_path, hub, recorded):
+    """An adapter repo brings adapter_config.json and its weights; its base,
+    named in that config by hub id or local path, resolves as well."""
+    transformers = pytest.importorskip("transformers")
+    from sklearn_specsig.checkpoints import locate_checkpoint
+
+    base_snapshot = _cache_repo(hub, "org/tiny-llama", COMMIT_BASE, base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Loaded from the cache by its hub id, peft records that id (or the
+        # local folder) as base_model_name_or_path.
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            "org/tiny-llama" if recorded == "hub id" else base, local_files_only=True)
+        torch.manual_seed(3)
+        peft.get_peft_model(model, peft.LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+            init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    named = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert named["base_model_name_or_path"] == (
+        "org/tiny-llama" if recorded == "hub id" else str(base))
+    _cache_repo(hub, "org/my-lora", COMMIT_LORA, tmp_path / "adapter")
+
+    location = locate_checkpoint("org/my-lora")
+    assert location.format == "lora"
+    assert location.path == hub / "models--org--my-lora" / "snapshots" / COMMIT_LORA
+    assert location.file.name == "adapter_model.safetensors"
+    expected_base = base_snapshot if recorded == "hub id" else base
+    assert location.base_location().path == expected_base
+
+    sig = compute_signature("org/my-lora", cache=None, progress=False)
+    local = compute_signature(tmp_path / "adapter", base=base, cache=None, progress=False)
+    np.testing.assert_array_equal(sig.values, local.values)
+    assert sig.source == "org/my-lora"
+    # base= as a hub id, winning over the recorded base.
+    again = compute_signature("org/my-lora", base="org/tiny-llama", cache=None,
+                              progress=False)
+    np.testing.assert_array_equal(again.values, local.values)
+
+
+def test_an_adapter_hub_id_with_bin_weights_resolves(base, tmp_path, hub):
+    """The .bin tier fetches adapter_model.bin beside adapter_config.json."""
+    from sklearn_specsig.checkpoints._hub import resolve_repo_id
+
+    _adapter(base, tmp_path / "adapter")
+    folder = tmp_path / "bin-adapter"
+    folder.mkdir()
+    shutil.copy(tmp_path / "adapter" / "adapter_config.json", folder)
+    from safetensors.torch import load_file
+
+    torch.save(load_file(tmp_path / "adapter" / "adapter_model.safetensors"),
+               folder / "adapter_model.bin")
+    snapshot = _cache_repo(hub, "org/bin-lora", COMMIT_LORA, folder)
+    assert resolve_repo_id("org/bin-lora") == snapshot
+    # An adapter config alone (no weights) is no checkpoint.
+    (folder / "adapter_model.bin").unlink()
+    _cache_repo(hub, "org/no-weights", COMMIT_LORA, folder)
+    with pytest.raises(CheckpointNotFoundError, match="no top-level"):
+        resolve_repo_id("org/no-weights")
+
+
+@pytest.fixture
+def mock_hub(tmp_path, monkeypatch):
+    """Online hub resolution against a mocked transport: huggingface_hub's
+    own HTTP client (httpx2) answers from local folders, ``repos[repo_id]``;
+    ``requests`` records the (method, path) of every call."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    httpx2 = pytest.importorskip("httpx2")
+    import hashlib
+    import re
+
+    from huggingface_hub.utils._http import default_client_factory
+
+    repos, requests = {}, []
+    commit = "e" * 40
+
+    def files(repo_id):
+        return {p.name: p.read_bytes() for p in repos[repo_id].iterdir() if p.is_file()}
+
+    def handler(request):
+        path = request.url.path
+        requests.append((request.method, path))
+        info = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(revision|tree)/[^/]+", path)
+        if info and info[1] in repos:
+            content = files(info[1])
+            if info[2] == "revision":
+                return httpx2.Response(200, json={
+                    "id": info[1], "sha": commit,
+                    "siblings": [{"rfilename": name} for name in content]})
+            return httpx2.Response(200, json=[
+                {"type": "file", "path": name, "size": len(data),
+                 "oid": hashlib.sha1(data).hexdigest()} for name, data in content.items()])
+        resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/[^/]+/(.+)", path)
+        if resolve and resolve[1] in repos and resolve[2] in files(resolve[1]):
+            data = files(resolve[1])[resolve[2]]
+            headers = {"X-Repo-Commit": commit, "Content-Length": str(len(data)),
+                       "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+            return httpx2.Response(200, headers=headers,
+                                   content=b"" if request.method == "HEAD" else data)
+        return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"})
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(
+        transport=httpx2.MockTransport(handler), follow_redirects=True))
+    try:
+        yield repos, requests
+    finally:
+        huggingface_hub.set_client_factory(default_client_factory)
+
+
+def test_an_adapter_hub_id_downloads_its_config_and_its_base(base, tmp_path, mock_hub):
+    """Online: the adapter repo's adapter_config.json and safetensors weights
+    are downloaded (nothing else), then the base repo it names."""
+    repos, requests = mock_hub
+    _adapter(base, tmp_path / "adapter")
+    config_file = tmp_path / "adapter" / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "base_model_name_or_path": "org/tiny-llama"}))
+    torch.save({}, tmp_path / "adapter" / "training_args.bin")  # never fetched
+    repos.update({"org/my-lora": tmp_path / "adapter", "org/tiny-llama": base})
+
+    sig = compute_signature("org/my-lora", cache=None, progress=False)
+    local = compute_signature(tmp_path / "adapter", base=base, cache=None, progress=False)
+    np.testing.assert_array_equal(sig.values, local.values)
+    fetched = {path.rsplit("/", 1)[1] for method, path in requests
+               if method == "GET" and "/resolve/" in path}
+    assert fetched == {"adapter_config.json", "adapter_model.safetensors",
+                       "config.json", "model.safetensors"}
+    assert any(path.startswith("/org/tiny-llama/resolve/") for _, path in requests)
+
+
+def test_an_adapter_saved_without_safetensors_signs_the_same(base, tmp_path):
+    # peft's save_pretrained(safe_serialization=False) writes adapter_model.bin.
+    from safetensors.torch import load_file
+
+    merged = _adapter(base, tmp_path / "adapter")
+    folder = tmp_path / "bin-adapter"
+    folder.mkdir()
+    shutil.copy(tmp_path / "adapter" / "adapter_config.json", folder)
+    torch.save(load_file(tmp_path / "adapter" / "adapter_model.safetensors"),
+               folder / "adapter_model.bin")
+    sig = compute_signature(folder, cache=None, progress=False)
+    _close(sig, compute_signature(merged, cache=None, progress=False))
+    _close(sig, compute_signature(tmp_path / "adapter", cache=None, progress=False))

@@ -248,3 +248,69 @@ def test_the_transformer_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def lora_pair(tmp_path_factory):
+    """A tiny llama and two LoRA adapters of it (written by peft) that do
+    not record their base (base_model_name_or_path is None)."""
+    import json
+
+    from _transformers_factories import write_tiny_checkpoint
+
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    torch = pytest.importorskip("torch")
+    folder = tmp_path_factory.mktemp("transformer-lora")
+    write_tiny_checkpoint("llama", folder / "base")
+    adapters = []
+    for seed in (1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = transformers.AutoModelForCausalLM.from_pretrained(folder / "base")
+            torch.manual_seed(seed)
+            peft.get_peft_model(model, peft.LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                init_lora_weights=False)).save_pretrained(folder / f"adapter-{seed}")
+        config_file = folder / f"adapter-{seed}" / "adapter_config.json"
+        config = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**config, "base_model_name_or_path": None}))
+        adapters.append(folder / f"adapter-{seed}")
+    return folder / "base", adapters
+
+
+def test_base_signs_a_list_of_adapters(lora_pair):
+    base, adapters = lora_pair
+    sig = SpectralSignatureTransformer(cache=None, base=base)
+    assert sig.base is base and sig.get_params()["base"] is base
+    Z = sig.fit_transform(adapters)
+    expected = [compute_signature(a, base=base, cache=None, progress=False).values.ravel()
+                for a in adapters]
+    np.testing.assert_array_equal(Z, np.stack(expected))
+    assert not np.array_equal(Z[0], Z[1])
+    np.testing.assert_array_equal(sig.transform([adapters[1]]), Z[1:])
+    np.testing.assert_array_equal(clone(sig).set_params(base=str(base)).fit_transform(
+        adapters), Z)
+    # Without base= the adapters name no base.
+    with pytest.raises(FileNotFoundError, match="names no base model.*base="):
+        SpectralSignatureTransformer(cache=None).fit(adapters)
+
+
+def test_base_with_a_full_model_names_it(lora_pair):
+    base, adapters = lora_pair
+    import re
+
+    with pytest.raises(ValueError, match=f"base=.*'{re.escape(str(base))}' is not a PEFT"):
+        SpectralSignatureTransformer(cache=None, base=base).fit([adapters[0], base])
+    sig = SpectralSignatureTransformer(cache=None, base=base, on_error="warn")
+    with pytest.warns(UserWarning, match=f"{re.escape(str(base))}: .*not a PEFT.*row is NaN"):
+        Z = sig.fit_transform([adapters[0], str(base)])
+    assert np.isfinite(Z[0]).all() and np.isnan(Z[1]).all()
+
+    from safetensors.torch import load_file
+
+    weights = load_file(base / "model.safetensors")
+    with pytest.raises(ValueError, match="state dict of .* in memory.*base=.*in memory"):
+        SpectralSignatureTransformer(cache=None, base=base).fit([adapters[0], weights])
+    with pytest.raises(ValueError, match="base"):
+        SpectralSignatureTransformer(cache=None, base=3).fit(adapters)

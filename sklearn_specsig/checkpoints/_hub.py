@@ -14,11 +14,16 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json")
 # Tried in order; the .bin tier is only downloaded when the repository has no
 # safetensors weights, so a repo shipping both is fetched once, not twice.
 # Only top-level files, like a local directory: subfolders hold other
-# artefacts (original/ consolidated checkpoints, onnx/ exports).
+# artefacts (original/ consolidated checkpoints, onnx/ exports).  A PEFT
+# adapter repository is read like an adapter folder: its adapter_config.json
+# comes with adapter_model.safetensors (first tier) or adapter_model.bin
+# (second); its base model is resolved later, from that config or base=.
+_ADAPTER_CONFIG = "adapter_config.json"
 _TIERS = (
-    ["config.json", "*.safetensors", "*.safetensors.index.json"],
-    ["config.json", "*.bin", "*.bin.index.json"],
+    ["config.json", _ADAPTER_CONFIG, "*.safetensors", "*.safetensors.index.json"],
+    ["config.json", _ADAPTER_CONFIG, "*.bin", "*.bin.index.json"],
 )
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _TOP_LEVEL_ONLY = ["*/*"]
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -56,6 +61,14 @@ def _offline(local_files_only):
     return env or bool(constants.HF_HUB_OFFLINE)
 
 
+def _holds_weights(directory):
+    """Whether a snapshot holds a model's weights or a PEFT adapter's."""
+    names = {p.name for p in directory.iterdir()}
+    if _ADAPTER_CONFIG in names and names.intersection(_ADAPTER_WEIGHTS):
+        return True
+    return select_weight_files(names)[0] is not None
+
+
 def resolve_repo_id(repo_id, *, revision=None, cache_dir=None, local_files_only=None):
     """Download (or find in the cache) the weights of a hub model.
 
@@ -74,13 +87,17 @@ def resolve_repo_id(repo_id, *, revision=None, cache_dir=None, local_files_only=
     -------
     directory : pathlib.Path
         The snapshot directory, holding ``config.json`` (when the repo has
-        one) and the weight files.
+        one) and the weight files; for a PEFT adapter repository,
+        ``adapter_config.json`` and ``adapter_model.safetensors`` (or
+        ``adapter_model.bin``), whose base model is resolved from that
+        config (or ``base=``) by :func:`locate_checkpoint`.
 
     Raises
     ------
     CheckpointNotFoundError
         The repository or revision does not exist, or is not cached while
-        offline, or holds no safetensors or PyTorch weights.
+        offline, or holds no safetensors or PyTorch weights (nor adapter
+        weights beside an ``adapter_config.json``).
     """
     # Imported here: a second of import time that local paths never need.
     from huggingface_hub import constants, snapshot_download
@@ -111,7 +128,7 @@ def resolve_repo_id(repo_id, *, revision=None, cache_dir=None, local_files_only=
                 f"Hub model {described} cannot be fetched: {exc}"
             ) from exc
         directory = Path(directory)
-        if select_weight_files(p.name for p in directory.iterdir())[0] is not None:
+        if _holds_weights(directory):
             return directory
     if missing is not None:
         where = cache_dir if cache_dir is not None else constants.HF_HUB_CACHE

@@ -231,6 +231,11 @@ def _locate_directory(source, directory):
     fmt, name = select_weight_files(
         (p.name for p in directory.iterdir() if p.is_file()), directory
     )
+    if fmt is None and (directory / "adapter_config.json").is_file() and (
+            directory / "adapter_model.bin").is_file():
+        # A PEFT adapter saved with safe_serialization=False: its weights are
+        # adapter_model.bin (adapter_location then reads it as an adapter).
+        fmt, name = "pytorch", "adapter_model.bin"
     if fmt is None:
         raise CheckpointNotFoundError(
             f"No weight files in directory '{directory}': expected {EXPECTED_FILES}."

@@ -126,6 +126,16 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         row of NaN while the other models are computed (and cached).  A
         store that cannot be opened or written
         (:class:`~sklearn_specsig.errors.StoreError`) raises in either mode.
+    base : str, os.PathLike or None, default=None
+        The base model (a path or hub id) of the PEFT LoRA adapters in
+        ``X``: each is signed as the merged model over it, ``base`` winning
+        over the adapter's own ``base_model_name_or_path`` (see
+        :func:`~sklearn_specsig.compute_signature`).  ``None`` lets each
+        adapter name its base.  It is for adapters only, as in
+        ``compute_signature``: a full model (a path, a hub id or a model in
+        memory) in ``X`` with ``base`` set is a ``ValueError`` naming that
+        model, raised or, with ``on_error="warn"``, its warning and NaN row.
+        :class:`~sklearn_specsig.Signature` objects are used as they are.
 
     Attributes
     ----------
@@ -168,6 +178,7 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         "precision": [StrOptions({"float32", "float64"})],
         "progress": ["boolean"],
         "on_error": [StrOptions({"raise", "warn"})],
+        "base": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -181,6 +192,7 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         precision="float32",
         progress=False,
         on_error="raise",
+        base=None,
     ):
         self.metric = metric
         self.device = device
@@ -190,6 +202,7 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
         self.precision = precision
         self.progress = progress
         self.on_error = on_error
+        self.base = base
 
     def _signatures(self, models):
         # The engine loads torch: imported here, when a model is signed.
@@ -201,6 +214,16 @@ class SpectralSignatureTransformer(TransformerMixin, BaseEstimator):
             "precision": self.precision,
             "progress": self.progress,
         }
+        if self.base is not None:
+            kwargs["base"] = self.base
+            # The engine's message for a model in memory names no model.
+            in_memory = [m for m in models if not isinstance(m, (str, os.PathLike, Signature))]
+            if in_memory and self.on_error == "raise":
+                raise ValueError(
+                    f"{_model_id(in_memory[0])}: base={os.fspath(self.base)!r} is for "
+                    "PEFT LoRA adapters (a folder or hub id), not for a model in "
+                    "memory: leave base=None, or merge the adapter first."
+                )
         # sign_models checks metric, device and precision first: a bad one is
         # one ValueError before any file is read, whatever on_error says (a
         # pickled "cuda" on a CPU-only machine included), not a warning and a
