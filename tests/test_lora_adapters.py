@@ -336,3 +336,25 @@ def test_an_adapter_saved_without_safetensors_signs_the_same(base, tmp_path):
     sig = compute_signature(folder, cache=None, progress=False)
     _close(sig, compute_signature(merged, cache=None, progress=False))
     _close(sig, compute_signature(tmp_path / "adapter", cache=None, progress=False))
+
+
+def test_a_lora_on_the_embedding_is_merged_over_its_saved_base_layer(base, tmp_path):
+    # peft saves embed_tokens.base_layer beside the embedding's LoRA factors:
+    # the delta goes on top of it (the merged tensor, not the bare copy).
+    from safetensors.torch import load_file
+
+    from sklearn_specsig.checkpoints import open_checkpoint
+
+    merged = _adapter(base, tmp_path / "adapter", target_modules=["q_proj", "embed_tokens"])
+    name = "model.embed_tokens.weight"
+    (_, ours), = open_checkpoint(tmp_path / "adapter").iter_tensors([name])
+    np.testing.assert_allclose(ours.numpy(), load_file(merged / "model.safetensors")[name].numpy(),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_a_folder_with_a_full_model_and_an_adapter_reads_the_adapter(base, tmp_path):
+    merged = _adapter(base, tmp_path / "adapter")
+    shutil.copy(base / "model.safetensors", tmp_path / "adapter")
+    shutil.copy(base / "config.json", tmp_path / "adapter")
+    sig = compute_signature(tmp_path / "adapter", cache=None, progress=False)
+    _close(sig, compute_signature(merged, cache=None, progress=False))

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -219,3 +220,21 @@ def test_importing_the_package_does_not_import_transformers():
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_meta_weights_and_unmerged_lora_layers_are_refused_with_what_to_do(tmp_path):
+    import torch
+
+    from sklearn_specsig.errors import CheckpointFormatError
+
+    peft = pytest.importorskip("peft")
+    model = write_tiny_checkpoint("llama", tmp_path / "base")
+    with torch.device("meta"):
+        empty = type(model)(model.config)
+    with pytest.raises(CheckpointFormatError, match="'meta' device"):
+        compute_signature(empty, cache=None, progress=False)
+    with warnings.catch_warnings():  # transformers' own deprecation notes
+        warnings.simplefilter("ignore")
+        tuned = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj"]))
+    with pytest.raises(CheckpointFormatError, match="merge_and_unload"):
+        compute_signature(tuned, cache=None, progress=False)

@@ -54,8 +54,11 @@ def adapter_location(location, base, locate_base):
     """
     folder = location.path if location.path.is_dir() else location.path.parent
     config = folder / ADAPTER_CONFIG_NAME
-    is_adapter = config.is_file() and (
-        location.path.is_dir() or location.file.name.startswith("adapter_model"))
+    # The adapter's own weights decide: a folder that also holds a full
+    # model (model.safetensors) beside a stray adapter_config.json is read
+    # as that model (_locate_directory prefers adapter_model.* when both are
+    # there).
+    is_adapter = config.is_file() and location.file.name.startswith("adapter_model")
     if not is_adapter:
         if base is not None:
             raise ValueError(
@@ -368,7 +371,9 @@ class AdapterCheckpoint(Checkpoint):
                     f"The LoRA adapter '{self.source}' replaces {name!r} with a tensor of "
                     f"shape {tuple(new.shape)}, not the base's {tuple(tensor.shape)}."
                 )
-            return new
+            # A saved base layer (peft's embed_tokens.base_layer with a LoRA on
+            # the embedding) is what the delta, if any, is added to.
+            tensor = new
         if name not in self.deltas:
             return tensor
         a, b, scale, transposed = self.deltas[name]

@@ -97,6 +97,7 @@ class MemoryCheckpoint(Checkpoint):
             raise CheckpointFormatError("The mapping of tensors is empty: no weights to sign.")
         if source is None:
             source = f"<state dict of {len(tensors)} tensors in memory>"
+        _check_loaded(tensors, source)
         super().__init__(source, None, [], _config_dict(config, source))
         self._tensors = dict(tensors)
 
@@ -165,6 +166,26 @@ class MemoryCheckpoint(Checkpoint):
         if unknown:
             raise KeyError(f"{len(unknown)} tensor(s) not in {self.source}: {sorted(unknown)[:5]}")
         return wanted
+
+
+def _check_loaded(tensors, source):
+    """Refuse weights that are not there, or not merged, with what to do."""
+    meta = [name for name, tensor in tensors.items() if tensor.is_meta]
+    if meta:
+        raise CheckpointFormatError(
+            f"{source} has {len(meta)} weight(s) on the 'meta' device (offloaded to "
+            f"disk or never loaded), e.g. {meta[:3]}: load the model without disk "
+            "offload, or sign the folder it was saved to."
+        )
+    # peft's injected layers: the base weight and its LoRA factors side by
+    # side, which no naming scheme should map (nor a skip list hide).
+    lora = [name for name in tensors if ".lora_A." in name or ".base_layer." in name]
+    if lora:
+        raise CheckpointFormatError(
+            f"{source} holds un-merged LoRA layers, e.g. {lora[:2]}: call "
+            "merge_and_unload() on the PeftModel first, or save the adapter "
+            "(save_pretrained) and sign its folder, which is merged tensor by tensor."
+        )
 
 
 def _not_a_model(model):

@@ -228,14 +228,17 @@ def _locate_file(source, file):
 
 
 def _locate_directory(source, directory):
-    fmt, name = select_weight_files(
-        (p.name for p in directory.iterdir() if p.is_file()), directory
-    )
-    if fmt is None and (directory / "adapter_config.json").is_file() and (
-            directory / "adapter_model.bin").is_file():
-        # A PEFT adapter saved with safe_serialization=False: its weights are
-        # adapter_model.bin (adapter_location then reads it as an adapter).
-        fmt, name = "pytorch", "adapter_model.bin"
+    # A PEFT adapter folder reads its adapter_model.* (safetensors first, or
+    # the .bin of safe_serialization=False), even beside a full model's files.
+    adapter = [name for name in ("adapter_model.safetensors", "adapter_model.bin")
+               if (directory / name).is_file()]
+    if adapter and (directory / "adapter_config.json").is_file():
+        fmt, name = ("safetensors" if adapter[0].endswith(".safetensors") else "pytorch",
+                     adapter[0])
+    else:
+        fmt, name = select_weight_files(
+            (p.name for p in directory.iterdir() if p.is_file()), directory
+        )
     if fmt is None:
         raise CheckpointNotFoundError(
             f"No weight files in directory '{directory}': expected {EXPECTED_FILES}."
