@@ -122,6 +122,30 @@ def write_gguf(path, tensors, arch="llama", metadata=None):
     return path
 
 
+def write_converted_gguf(path, arch, tensors, meta):
+    """Write a float32 GGUF as llama.cpp's converter does.
+
+    Parameters
+    ----------
+    tensors : dict of str to numpy.ndarray
+        llama.cpp tensor names to arrays in (out, in) order.
+    meta : dict of str to value
+        ``GGUFWriter`` setter name without ``add_`` (``block_count``,
+        ``head_count_kv``, ...) to its value, so that every key is spelled
+        by gguf-py itself.
+    """
+    writer = gguf.GGUFWriter(path, arch)
+    for setter, value in meta.items():
+        getattr(writer, f"add_{setter}")(value)
+    for name, array in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def assert_same_gguf_reader(fast, plain):
     """Fields and tensors of two ``gguf.GGUFReader`` of one file are equal,
     part for part; ``fast``'s tensor data are plain ndarrays."""

@@ -21,6 +21,7 @@ from sklearn_specsig.errors import ConfigError
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
+from _checkpoint_factories import write_converted_gguf
 from _transformers_factories import write_tiny_checkpoint
 
 RTOL = 1e-5
@@ -48,21 +49,6 @@ def _qkv_name(layer):
     return gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ATTN_QKV].format(bid=layer) + ".weight"
 
 
-def _write(path, arch, tensors, meta):
-    """Write float32 ``tensors`` ({gguf name: (out, in) array}) with the
-    converter's metadata setters (``meta``: setter name -> value)."""
-    writer = gguf.GGUFWriter(path, arch)
-    for setter, value in meta.items():
-        getattr(writer, f"add_{setter}")(value)
-    for name, array in tensors.items():
-        writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def _convert(folder, path, arch, meta, strip=(), qkv=None, merge_experts=False):
     """Rename every tensor by gguf-py's table after the converter's own
     rewrite (``qkv``: the fused-attention reshape; ``merge_experts``:
@@ -87,7 +73,7 @@ def _convert(folder, path, arch, meta, strip=(), qkv=None, merge_experts=False):
         new = table.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is not None:
             tensors[new] = array
-    return _write(path, arch, tensors, meta)
+    return write_converted_gguf(path, arch, tensors, meta)
 
 
 def _sign(path):

@@ -22,6 +22,7 @@ from sklearn_specsig import compute_signature
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
+from _checkpoint_factories import write_converted_gguf
 from _decoder_references import DEEPSEEK
 from _transformers_factories import write_tiny_checkpoint
 
@@ -58,37 +59,24 @@ def _convert(folder, path, c, absorbed):
         new = table.get_name(name, try_suffixes=(".weight", ".bias"))
         if new is not None:
             tensors[new] = array
-    writer = gguf.GGUFWriter(path, "deepseek2")
-    writer.add_block_count(c.num_hidden_layers)
-    writer.add_embedding_length(c.hidden_size)
-    writer.add_feed_forward_length(c.intermediate_size)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(1 if absorbed else c.num_key_value_heads)
-    writer.add_leading_dense_block_count(c.first_k_dense_replace)
-    if c.q_lora_rank is not None:
-        writer.add_q_lora_rank(c.q_lora_rank)
-    writer.add_kv_lora_rank(c.kv_lora_rank)
     rope = c.qk_rope_head_dim
-    if absorbed:
-        writer.add_key_length(c.kv_lora_rank + rope)
-        writer.add_value_length(c.kv_lora_rank)
-        writer.add_key_length_mla(nope + rope)
-        writer.add_value_length_mla(v_dim)
+    meta = {"block_count": c.num_hidden_layers, "embedding_length": c.hidden_size,
+            "feed_forward_length": c.intermediate_size, "head_count": n_head,
+            "head_count_kv": 1 if absorbed else c.num_key_value_heads,
+            "leading_dense_block_count": c.first_k_dense_replace}
+    if c.q_lora_rank is not None:
+        meta["q_lora_rank"] = c.q_lora_rank
+    meta["kv_lora_rank"] = c.kv_lora_rank
+    if absorbed:  # the newer converter: kv_b split per head, the latent as the key
+        meta.update(key_length=c.kv_lora_rank + rope, value_length=c.kv_lora_rank,
+                    key_length_mla=nope + rope, value_length_mla=v_dim)
     else:
-        writer.add_key_length(nope + rope)
-        writer.add_value_length(v_dim)
-    writer.add_rope_dimension_count(rope)
-    writer.add_expert_count(c.n_routed_experts)
-    writer.add_expert_used_count(c.num_experts_per_tok)
-    writer.add_expert_feed_forward_length(c.moe_intermediate_size)
-    writer.add_expert_shared_count(c.n_shared_experts)
-    for name, array in tensors.items():
-        writer.add_tensor(name, np.ascontiguousarray(array, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path, set(tensors)
+        meta.update(key_length=nope + rope, value_length=v_dim)
+    meta.update(rope_dimension_count=rope, expert_count=c.n_routed_experts,
+                expert_used_count=c.num_experts_per_tok,
+                expert_feed_forward_length=c.moe_intermediate_size,
+                expert_shared_count=c.n_shared_experts)
+    return write_converted_gguf(path, "deepseek2", tensors, meta), set(tensors)
 
 
 @pytest.mark.parametrize("absorbed", [False, True], ids=["attn_kv_b", "attn_k_b_v_b"])
