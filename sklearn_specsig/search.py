@@ -74,6 +74,10 @@ class SignatureIndex(BaseEstimator):
         Features of a flattened signature.
     X_fit_ : ndarray of shape (n_samples_fit_, n_features_in_)
         The stored signatures (non-Spearman kernels score against these).
+    ranked_ : RankedRows
+        The integer ranks of every stored module row (``kernel="spearman"``
+        only): what a query is scored against, and what other exact
+        Spearman computations over the store (the registry's null) reuse.
     kernel_params_ : dict
         The kernel's keyword arguments in force: ``kernel_params`` with the
         RBF ``gamma`` fixed at ``fit``.  An index over a subset of the store
@@ -139,8 +143,10 @@ class SignatureIndex(BaseEstimator):
         self.n_samples_fit_ = X.shape[0]
         self.kernel_params_ = dict(self.kernel_params or {})
         if self.kernel == "spearman":
-            self._ranked = rank_module_rows(unflatten(X, self.n_modules),
-                                            batch_size=self.chunk_size)
+            # Ranked in batches of at most 4,096 profiles: scipy's temporaries of a
+            # larger batch cost memory (905 MB at 65,536 x 7 x 32) and no time.
+            self.ranked_ = rank_module_rows(unflatten(X, self.n_modules),
+                                            batch_size=min(self.chunk_size, 4096))
         elif self.kernel == "rbf" and self.kernel_params_.get("gamma") is None:
             self.kernel_params_["gamma"] = default_gamma(X)
         return self
@@ -148,7 +154,7 @@ class SignatureIndex(BaseEstimator):
     def _scores(self, Q, ranked_Q, rows):
         """Similarities of the query block to the stored rows ``rows``."""
         if self.kernel == "spearman":
-            return spearman_from_ranks(ranked_Q, self._ranked.take(rows))
+            return spearman_from_ranks(ranked_Q, self.ranked_.take(rows))
         return pairwise_similarity(Q, self.X_fit_[rows], kernel=self.kernel,
                                    n_modules=self.n_modules, **self.kernel_params_)
 

@@ -40,7 +40,8 @@ LAYERS = {
     "datasets": 5,
     "perturb": 5,
     "plotting": 5,
-    "cli": 6,
+    "registry": 6,
+    "cli": 7,
 }
 
 

@@ -16,6 +16,7 @@ from ._memory import (
     is_model_in_memory,
     locate_model,
 )
+from ._names import short_names
 from ._open import CheckpointLocation, locate_checkpoint, open_checkpoint
 from ._pytorch import PytorchCheckpoint
 from ._safetensors import SafetensorsCheckpoint
@@ -33,4 +34,5 @@ __all__ = [
     "locate_checkpoint",
     "locate_model",
     "open_checkpoint",
+    "short_names",
 ]

@@ -30,6 +30,13 @@ from ._commands import (
     cmd_similarity,
 )
 from ._demo import cmd_demo
+from ._registry import (
+    cmd_index_add,
+    cmd_index_list,
+    cmd_index_query,
+    cmd_index_remove,
+    cmd_report,
+)
 
 __all__ = ["main"]
 
@@ -135,7 +142,92 @@ def build_parser():
     p.add_argument("--kernel", default="spearman", choices=_KERNELS)
     _common(p)
     p.set_defaults(run=cmd_demo)
+    _registry_commands(commands)
     return parser
+
+
+def _registry_signing(parser, json=True):
+    group = parser.add_argument_group("signing")
+    group.add_argument("--device", default="auto",
+                       help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
+    group.add_argument("--cache", default="registry",
+                       help="spectra cache: 'registry' (the registry file itself), 'auto' "
+                            "(user cache), a folder or file, or 'none' (default: registry)")
+    group.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="models signed in parallel through joblib (default: 1)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _alpha(parser):
+    parser.add_argument("--alpha", type=float, default=0.01,
+                        help="name a family only when the verdict's p-value is below this "
+                             "(default: 0.01)")
+
+
+def _registry_commands(commands):
+    """``specsig index add|query|list|remove`` and ``specsig report``."""
+    registry_help = "the registry's SQLite file (created by the first add)"
+    p = commands.add_parser(
+        "index", help="a persistent lineage index of a model registry",
+        description="Record models in a registry (one SQLite file) and ask of a new one "
+                    "which recorded models it derives from, with calibrated p-values.")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    q = verbs.add_parser("add", help="sign models and record them",
+                         description="Sign MODELs through the cache and record them; "
+                                     "re-adding a known model signs nothing.")
+    q.add_argument("registry", metavar="REGISTRY", help=registry_help)
+    q.add_argument("models", nargs="+", metavar="MODEL")
+    q.add_argument("--family", metavar="LABEL", help="family label of the models")
+    q.add_argument("--name", metavar="NAME", help="record the (one) model under NAME")
+    q.add_argument("--n-layers", type=int, default=None, metavar="L",
+                   help="points of relative depth every profile is compared on; fixed by "
+                        "the first add (default: the first model's depth)")
+    _registry_signing(q)
+    q.set_defaults(run=cmd_index_add)
+
+    q = verbs.add_parser("query", help="nearest recorded models, p-values and a verdict",
+                         description="For each MODEL: the most similar recorded models, "
+                                     "their p-values, and a verdict naming a family when "
+                                     "its p-value is below --alpha.")
+    q.add_argument("registry", metavar="REGISTRY", help=registry_help)
+    q.add_argument("models", nargs="+", metavar="MODEL")
+    q.add_argument("--top", type=int, default=5, metavar="K", help="neighbours (default: 5)")
+    _alpha(q)
+    _registry_signing(q)
+    q.set_defaults(run=cmd_index_query)
+
+    q = verbs.add_parser("list", help="the recorded models")
+    q.add_argument("registry", metavar="REGISTRY", help=registry_help)
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(run=cmd_index_list)
+
+    q = verbs.add_parser("remove", help="remove recorded models by name",
+                         description="Remove the NAMEs (all, or none if one is unknown).")
+    q.add_argument("registry", metavar="REGISTRY", help=registry_help)
+    q.add_argument("names", nargs="+", metavar="NAME")
+    q.set_defaults(run=cmd_index_remove)
+
+    p = commands.add_parser(
+        "report", help="one self-contained HTML page about a registry",
+        description="Write an HTML report: the similarity heatmap by family, a dendrogram, "
+                    "each recorded model's nearest relative with p-value and verdict, the "
+                    "answers for --models (as 'index query --json'), and an ESD.")
+    p.add_argument("registry", metavar="REGISTRY", help=registry_help)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file")
+    p.add_argument("--models", nargs="+", default=[], metavar="MODEL",
+                   help="models to place in the registry (their answers and the ESD of "
+                        "the first are shown)")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="neighbours per query (default: 5)")
+    p.add_argument("--esd", metavar="NAME",
+                   help="recorded model whose ESD is drawn when no --models are given "
+                        "(default: the first one whose checkpoint is still readable)")
+    _alpha(p)
+    _registry_signing(p, json=False)
+    p.set_defaults(run=cmd_report)
 
 
 def main(argv=None):

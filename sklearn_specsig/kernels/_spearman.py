@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["RankedRows", "rank_module_rows", "spearman_from_ranks"]
+__all__ = ["RankedRows", "rank_module_rows", "spearman_from_ranks", "spearman_paired"]
 
 # Integers up to 2**24 (float32) and 2**53 (float64) are exact.
 _EXACT_FLOAT32 = 2**24
@@ -236,4 +236,43 @@ def _spearman_tile(A, B, cols):
     total[count == 0] = np.nan
     # Keeps the [-1, 1] promise against rounding (possible only for very
     # deep profiles, whose product of squared norms is not an exact float).
+    return np.clip(total, -1.0, 1.0, out=total)
+
+
+def spearman_paired(A, B):
+    """Spearman module similarity of row ``i`` of ``A`` with row ``i`` of ``B``.
+
+    The diagonal of ``spearman_from_ranks(A, B)`` without the rest of the
+    matrix, bit for bit: the same exact integer products, the same
+    elementwise steps in the same module order.  The registry's null
+    (:mod:`sklearn_specsig.registry`) samples pairs of a large store with it.
+
+    Parameters
+    ----------
+    A, B : RankedRows
+        With the same number of rows, modules and layers.
+
+    Returns
+    -------
+    ndarray of shape (A.n_rows,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_specsig.kernels._spearman import rank_module_rows, spearman_paired
+    >>> Z = np.array([[[1.0, 2.0, 3.0]], [[1.0, 3.0, 2.0]], [[3.0, 2.0, 1.0]]])
+    >>> ranked = rank_module_rows(Z)
+    >>> spearman_paired(ranked.take([0, 0, 1]), ranked.take([1, 2, 2]))
+    array([ 0.5, -1. , -0.5])
+    """
+    if A.n_rows != B.n_rows:
+        raise ValueError(f"paired rows: {A.n_rows} != {B.n_rows}.")
+    total = np.zeros(A.n_rows)
+    for m in range(A.ranks.shape[0]):  # the order of spearman_from_ranks
+        dots = np.einsum("nl,nl->n", A.ranks[m], B.ranks[m])  # exact integers
+        total += dots / np.sqrt(A.sq_norms[:, m] * B.sq_norms[:, m])
+    count = np.einsum("nm,nm->n", A.usable, B.usable)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total /= count
+    total[count == 0] = np.nan
     return np.clip(total, -1.0, 1.0, out=total)

@@ -44,12 +44,13 @@ from ._keys import (
     stat_key,
     tensor_digest,
 )
-from ._sqlite import SignatureStore, default_cache_dir, resolve_store
+from ._sqlite import SignatureStore, connect, default_cache_dir, resolve_store, use_wal
 
 __all__ = [
     "FORMAT_VERSION",
     "SignatureStore",
     "code_digest",
+    "connect",
     "default_cache_dir",
     "digest",
     "model_fingerprint",
@@ -61,4 +62,5 @@ __all__ = [
     "spectrum_key",
     "stat_key",
     "tensor_digest",
+    "use_wal",
 ]

@@ -27,7 +27,7 @@ from ._tables import (
     decode_spectrum,
 )
 
-__all__ = ["SignatureStore", "default_cache_dir", "resolve_store"]
+__all__ = ["SignatureStore", "connect", "default_cache_dir", "resolve_store", "use_wal"]
 
 def default_cache_dir():
     """Directory of the default store (``cache="auto"``).
@@ -45,6 +45,45 @@ def default_cache_dir():
     return Path(base).expanduser() / "sklearn_specsig"
 
 
+def connect(path, timeout, set_up):
+    """A new SQLite connection to ``path``, set up by ``set_up(conn)``.
+
+    Returns ``(conn, set_up(conn))``.  Several processes opening a new file
+    at the same moment (joblib workers on a fresh cache, two ``specsig
+    index add`` at once) race to turn it to WAL mode and create its tables,
+    and SQLite answers the losers "database is locked" at once, without
+    waiting for its busy timeout (measured: 9 rounds in 40 of six processes
+    opening one new file).  The losers wait and try again, within
+    ``timeout`` seconds.  The store and the model registry
+    (:mod:`sklearn_specsig.registry`) both open their files here.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        conn = sqlite3.connect(path, timeout=timeout)
+        try:
+            return conn, set_up(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            contended = "locked" in str(exc) or "busy" in str(exc)
+            if not contended or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.25)
+        except BaseException:
+            conn.close()
+            raise
+
+
+def use_wal(conn):
+    """Switch ``conn``'s file to WAL mode unless it is already (the mode is
+    stored in the file; a switch takes an exclusive lock, asking does not)."""
+    (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    if mode.lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
 class SignatureStore:
     """An SQLite file of spectra, shared by processes and sessions.
 
@@ -52,7 +91,9 @@ class SignatureStore:
     ----------
     path : str or os.PathLike
         The database file; created (with its directory) on first use.  A
-        directory is taken to mean ``path / "signatures.sqlite"``.
+        directory, or a path without a suffix that is not an existing file,
+        is taken to mean ``path / "signatures.sqlite"`` (an existing file is
+        used as it is: a model registry's file, for one).
     timeout : float, default=60.0
         Seconds a writer waits for another writer's lock before failing.
 
@@ -75,7 +116,7 @@ class SignatureStore:
 
     def __init__(self, path, timeout=60.0):
         path = Path(path).expanduser()
-        if path.is_dir() or path.suffix == "":
+        if path.is_dir() or (path.suffix == "" and not path.is_file()):
             path = path / "signatures.sqlite"
         self.path = path
         self.timeout = timeout
@@ -126,40 +167,11 @@ class SignatureStore:
         return conn
 
     def _open(self):
-        """A new connection in WAL mode with the schema, and the file's format.
-
-        Several processes opening a new store at the same moment (joblib
-        workers on a fresh cache) race to turn it to WAL mode and create
-        its tables, and SQLite answers the losers "database is locked" at
-        once, without waiting for its busy timeout (measured: 9 rounds in
-        40 of six processes opening one new file).  The losers wait and try
-        again, within the store's ``timeout``.
-        """
-        deadline = time.monotonic() + self.timeout
-        delay = 0.005
-        while True:
-            conn = sqlite3.connect(self.path, timeout=self.timeout)
-            try:
-                return conn, self._set_up(conn)
-            except sqlite3.OperationalError as exc:
-                conn.close()
-                contended = "locked" in str(exc) or "busy" in str(exc)
-                if not contended or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(2 * delay, 0.25)
-            except BaseException:
-                conn.close()
-                raise
+        return connect(self.path, self.timeout, self._set_up)
 
     @staticmethod
     def _set_up(conn):
-        # WAL mode is stored in the file: only the first opener switches it
-        # (a switch takes an exclusive lock; asking does not).
-        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-        if mode.lower() != "wal":
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        use_wal(conn)
         with conn:
             conn.executescript(SCHEMA)
             conn.execute(

@@ -1,0 +1,110 @@
+"""What :class:`~sklearn_specsig.registry.ModelIndex` is given, as records.
+
+Checkpoints signed through the engine, Signatures and arrays all become the
+same dict (name, fingerprint, source, architecture, metric, profile); the
+rules for names (defaults, conflicts) and the DataFrame form of an answer
+live here too.
+"""
+
+import hashlib
+import os
+
+import numpy as np
+
+from ..checkpoints import describe_model
+from ..signature import ROLES, Signature
+
+__all__ = ["array_records", "answers_frame", "decide", "display_name", "per_model",
+           "record_source"]
+
+
+def array_records(X, names, default=None):
+    """``[(name, record)]`` of signatures given as arrays (names required
+    unless a ``default`` prefix is given, for queries)."""
+    if isinstance(X, (list, tuple)):
+        profiles = [np.asarray(x, dtype=np.float64) for x in X]
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 2:
+            if X.shape[1] % len(ROLES):
+                raise ValueError(
+                    f"flattened signatures have {len(ROLES)} * n_layers columns; got "
+                    f"{X.shape[1]}, not a multiple of {len(ROLES)}.")
+            X = X.reshape(len(X), len(ROLES), -1)
+        if X.ndim != 3:
+            raise ValueError(f"signatures as an array must be 2-D (flattened) or 3-D "
+                             f"(n_models, {len(ROLES)}, n_layers); got shape {X.shape}.")
+        profiles = list(X)
+    for p in profiles:
+        if p.ndim != 2 or p.shape[0] != len(ROLES) or p.shape[1] < 1:
+            raise ValueError(f"a profile must be ({len(ROLES)}, n_layers); got {p.shape}.")
+        if np.isinf(p).any():
+            raise ValueError("a profile holds inf; NaN marks a missing value.")
+    if names is None and default is not None:
+        names = [f"{default}{i}" for i in range(len(profiles))]
+    if names is None:
+        raise ValueError("signatures given as arrays need names=.")
+    names = list(names)
+    if len(names) != len(profiles):
+        raise ValueError(f"{len(names)} names for {len(profiles)} signatures.")
+    return [(name, {
+        "name": name,
+        "fingerprint": "array:" + hashlib.sha256(
+            np.ascontiguousarray(p, dtype="<f8").tobytes()).hexdigest()[:32],
+        "source": None, "architecture": None, "metric": None, "profile": p,
+        "explicit": True,
+    }) for name, p in zip(names, profiles)]
+
+
+def decide(rec, old):
+    """Status of recording ``rec`` over the row ``old`` of its name."""
+    if old is None:
+        return "added"
+    same = old[2] == rec["fingerprint"] and old[1] == rec["family"]
+    if same:
+        return "unchanged"
+    if rec["explicit"] or old[3] == rec["source"]:
+        return "updated"
+    return ("failed", f"the name {rec['name']!r} is taken by another model "
+            f"(from {old[3]}); give this one another name (names= / --name).")
+
+
+def record_source(model, signature):
+    """What a record says it was signed from: an absolute path for a local
+    checkpoint (so that another working directory finds it), else as given."""
+    if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
+        return os.path.abspath(model)
+    if isinstance(model, Signature):
+        return model.source
+    return signature.source if signature.source is not None else str(model)
+
+
+def display_name(model):
+    """What a model's default name is made from."""
+    if isinstance(model, (str, os.PathLike)):
+        return model
+    if isinstance(model, Signature):
+        return model.source or model.fingerprint[:16]
+    return describe_model(model)
+
+
+def per_model(values, n, what):
+    if values is None or isinstance(values, str):
+        return [values] * n
+    values = [None if v is None else str(v) for v in values]
+    if len(values) != n:
+        raise ValueError(f"{len(values)} {what} for {n} models.")
+    return values
+
+
+def answers_frame(answers):
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError("as_frame=True needs pandas (pip install pandas).") from exc
+    rows = [{"model": a["model"], "rank": r + 1, **nb,
+             "verdict_family": a["verdict"]["family"],
+             "verdict_p_value": a["verdict"]["p_value"]}
+            for a in answers for r, nb in enumerate(a["neighbours"])]
+    return pd.DataFrame(rows, columns=["model", "rank", "name", "family", "similarity",
+                                       "p_value", "verdict_family", "verdict_p_value"])
