@@ -167,6 +167,11 @@ def test_unlabelled_models_are_neighbours_but_not_verdicts_nor_null(tmp_path):
     # The verdict's best match is the best *labelled* model.
     assert answer["verdict"]["p_value"] == pytest.approx(
         _verdict_ref(stray + 0.0001, X, fams), rel=1e-9)
+    # With top=1 the neighbours hold no labelled model: the labelled models
+    # are searched alone, to the same verdict.
+    (alone,) = index.query([stray + 0.0001], top=1)
+    assert [n["name"] for n in alone["neighbours"]] == ["stray"]
+    assert alone["verdict"] == answer["verdict"]
 
 
 def test_remove_is_exact(tmp_path):

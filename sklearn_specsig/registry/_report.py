@@ -198,7 +198,10 @@ def _esd_figure(signature, name):
     for ax in axes.ravel()[len(panels):]:
         ax.set_axis_off()
     fig.suptitle(f"ESD of {name}, layer {middle} (of {signature.n_layers})")
-    return _png(fig)
+    return (f'<p class=note id="esd-model" data-model="{_text(name)}">ESD of {_text(name)} '
+            f"at layer {middle} of {signature.n_layers}, one panel per module: the dashed "
+            "line is x_min (k = n/2 largest eigenvalues in the tail), the line the fitted "
+            "power law, its exponent PL_Alpha_Hill.</p>" + _png(fig))
 
 
 def write_report(index, path, *, models=(), names=None, top=5, alpha=None, esd_model=None):

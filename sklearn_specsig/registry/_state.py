@@ -34,14 +34,19 @@ class RegistryState:
         self.X = self.P.reshape(len(self.P), n_modules * grid)
         self.index = (SignatureIndex(n_modules=n_modules).fit(self.X)
                       if len(self.X) else None)
-        labelled = np.flatnonzero(self.codes >= 0)
-        self.labelled = labelled
-        # A second index over the labelled models when some are not: the
-        # verdict's best match must have a family.
-        self.labelled_index = (
-            SignatureIndex(n_modules=n_modules).fit(self.X[labelled])
-            if 0 < len(labelled) < len(self.X) else None)
-        self.null = None  # (sorted null, method, n_cross), computed on demand
+        self.labelled = np.flatnonzero(self.codes >= 0)
+        self.mixed = 0 < len(self.labelled) < len(self.X)
+        self._labelled_index = None
+        self.null = None  # (sorted null, method, n_cross, tail), computed on demand
+
+    def labelled_index(self):
+        """An index over the labelled models alone, built the first time a
+        query's top neighbours hold no labelled model (the verdict's best
+        match must have a family)."""
+        if self._labelled_index is None:
+            self._labelled_index = SignatureIndex(n_modules=self.P.shape[1]).fit(
+                self.X[self.labelled])
+        return self._labelled_index
 
 
 def neighbours(index, Q, k, exclude):
@@ -61,6 +66,28 @@ def neighbours(index, Q, k, exclude):
     return out_s, out_i
 
 
+def _best_labelled(state, Q, sim, ind, excl):
+    """Similarity and row of each query's best labelled model.
+
+    The first labelled model among the neighbours found is the best one
+    (they are sorted, ties by row, NaN last); a query whose neighbours are
+    all unlabelled searches the labelled models alone.
+    """
+    labelled = (ind >= 0) & (state.codes[np.maximum(ind, 0)] >= 0)
+    first = np.argmax(labelled, axis=1)
+    found = labelled[np.arange(len(Q)), first]
+    best_s = np.where(found, sim[np.arange(len(Q)), first], np.nan)
+    best_row = np.where(found, ind[np.arange(len(Q)), first], -1)
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        position = np.full(len(state.names) + 1, -1)  # [-1] stays -1
+        position[state.labelled] = np.arange(len(state.labelled))
+        s, lab_row = neighbours(state.labelled_index(), Q[missing], 1, position[excl[missing]])
+        best_s[missing] = s[:, 0]
+        best_row[missing] = np.where(lab_row[:, 0] >= 0, state.labelled[lab_row[:, 0]], -1)
+    return best_s, best_row
+
+
 def answer_profiles(state, null, tail, profiles, *, top, alpha, exclude=None):
     """Neighbours, p-values and verdict of each (n_modules, L) profile.
 
@@ -75,16 +102,12 @@ def answer_profiles(state, null, tail, profiles, *, top, alpha, exclude=None):
                      for e in (exclude or [None] * len(Q))])
     sim, ind = neighbours(state.index, Q, min(top, len(state.names)), excl)
     p_nb = empirical_pvalue(sim, null, assume_sorted=True)
-    if state.labelled_index is None:
-        best_s, best_row = sim[:, 0], ind[:, 0]
-    elif len(state.labelled):
-        position = np.full(len(state.names) + 1, -1)  # [-1] stays -1
-        position[state.labelled] = np.arange(len(state.labelled))
-        best_s, lab_row = neighbours(state.labelled_index, Q, 1, position[excl])
-        best_s, lab_row = best_s[:, 0], lab_row[:, 0]
-        best_row = np.where(lab_row >= 0, state.labelled[lab_row], -1)
-    else:
+    if not len(state.labelled):
         best_s, best_row = np.full(len(Q), np.nan), np.full(len(Q), -1)
+    elif not state.mixed:
+        best_s, best_row = sim[:, 0], ind[:, 0]
+    else:
+        best_s, best_row = _best_labelled(state, Q, sim, ind, excl)
     k = len(state.family_names)
     p_best = verdict_pvalue(best_s, tail, null.size, k)
     out = []

@@ -1,0 +1,89 @@
+"""``specsig index add|query|list|remove`` and their exit codes."""
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from sklearn_specsig.cli import main
+from sklearn_specsig.registry import ModelIndex
+
+
+def _cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def recorded(small_zoo, tmp_path):
+    path = tmp_path / "registry.sqlite"
+    for family in small_zoo.families:
+        members = [p for p in small_zoo.paths if family in p and not p.endswith("ft02")]
+        code, out, err = _cli("index", "add", path, *members, "--family", family,
+                              "--no-progress")
+        assert code == 0, err
+        assert out.count(" added") == 2
+    return path
+
+
+def test_query_json_has_the_documented_shape(recorded, small_zoo):
+    queries = [p for p in small_zoo.paths if p.endswith("ft02")]
+    code, out, err = _cli("index", "query", recorded, *queries, "--json", "--top", "3",
+                          "--no-progress")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert [q["model"] for q in answer["queries"]] == [p.rsplit("/", 1)[1] for p in queries]
+    index = ModelIndex(recorded)
+    expected = index.query(queries, top=3)
+    for q, e in zip(answer["queries"], expected):
+        assert set(q) == {"model", "verdict", "neighbours"}
+        assert set(q["verdict"]) == {"family", "p_value"}
+        assert all(set(n) == {"name", "family", "similarity", "p_value"}
+                   for n in q["neighbours"])
+        sims = [n["similarity"] for n in q["neighbours"]]
+        assert sims == sorted(sims, reverse=True)  # most similar first
+        assert q["verdict"] == e["verdict"] and q["neighbours"] == e["neighbours"]
+        # The nearest recorded model is the query's own family's.
+        assert q["neighbours"][0]["family"] in q["model"]
+    assert answer["null"]["n_null"] == (8 * 8 - 4 * 2 * 2) // 2  # 4 families of 2: 24 pairs
+
+
+def test_add_twice_is_unchanged_and_list_remove(recorded, small_zoo):
+    members = [p for p in small_zoo.paths if "fam00" in p and not p.endswith("ft02")]
+    code, out, _ = _cli("index", "add", recorded, *members, "--family",
+                        small_zoo.families[0], "--no-progress")
+    assert code == 0
+    assert [line.split()[-1] for line in out.splitlines()[2:4]] == ["unchanged"] * 2
+    code, out, _ = _cli("index", "list", recorded, "--json")
+    listed = json.loads(out)["models"]
+    assert code == 0 and len(listed) == 8
+    name = listed[0]["name"]
+    code, out, err = _cli("index", "remove", recorded, name, "not-there")
+    assert code == 1 and "not-there" in err and "nothing was removed" in err
+    code, out, _ = _cli("index", "remove", recorded, name)
+    assert code == 0 and "7 left" in out
+    code, out, _ = _cli("index", "list", recorded)
+    assert name not in out and "7 models" in out
+
+
+def test_add_with_unreadable_models_records_the_rest(small_zoo, tmp_path):
+    path = tmp_path / "r.sqlite"
+    code, out, err = _cli("index", "add", path, small_zoo.paths[0], tmp_path / "missing",
+                          "--no-progress")
+    assert code == 3  # partial: one recorded, one not
+    assert "cannot add missing" in err and "No checkpoint" in err
+    assert [m["name"] for m in ModelIndex(path).list()] == [small_zoo.paths[0].rsplit("/")[-1]]
+    code, _, err = _cli("index", "add", path, small_zoo.paths[0], small_zoo.paths[1],
+                        "--name", "x")
+    assert code == 1 and "--name names one model" in err
+
+
+def test_query_says_when_no_verdict_can_reach_alpha(recorded, small_zoo):
+    code, out, err = _cli("index", "query", recorded, small_zoo.paths[2], "--no-progress")
+    assert code == 0
+    assert "verdict" in out and "p-value: rank among 24 similarities" in out
+    # 4 families of 2: the smallest verdict p-value is 1 - (1 - 1/25)**4 = 0.15.
+    assert "no verdict can reach alpha = 0.01" in err
