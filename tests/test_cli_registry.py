@@ -3,10 +3,18 @@
 import contextlib
 import io
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
 from sklearn_specsig.cli import main
+from sklearn_specsig.datasets import make_model_zoo
+from sklearn_specsig.errors import StoreError
 from sklearn_specsig.registry import ModelIndex
 
 
@@ -87,3 +95,56 @@ def test_query_says_when_no_verdict_can_reach_alpha(recorded, small_zoo):
     assert "verdict" in out and "p-value: rank among 24 similarities" in out
     # 4 families of 2: the smallest verdict p-value is 1 - (1 - 1/25)**4 = 0.15.
     assert "no verdict can reach alpha = 0.01" in err
+
+
+def _specsig(*argv):
+    return subprocess.Popen([sys.executable, "-m", "sklearn_specsig.cli", *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def zoo32(tmp_path_factory):
+    """32 checkpoints, each chunk of 8 taking ~0.2 s to sign: a kill after the
+    first chunk lands in the middle of the add."""
+    root = tmp_path_factory.mktemp("two-writers")
+    return make_model_zoo(root, n_families=8, n_derived=3, n_layers=6, hidden_size=64,
+                          random_state=1)
+
+
+def test_two_adds_at_once_into_one_file_lose_nothing(zoo32, tmp_path):
+    """Two ``specsig index add`` processes, each signing its own half into the
+    registry, which is also their spectra cache: every model is recorded."""
+    path = tmp_path / "registry.sqlite"
+    halves = zoo32.paths[::2], zoo32.paths[1::2]
+    procs = [_specsig("index", "add", path, *half, "--no-progress") for half in halves]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    names = [m["name"] for m in ModelIndex(path).list()]
+    assert names == sorted(os.path.basename(p) for p in zoo32.paths)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_killed_cli_add_keeps_what_it_committed(zoo32, tmp_path):
+    path = tmp_path / "registry.sqlite"
+    proc = _specsig("index", "add", path, *zoo32.paths, "--no-progress")
+    deadline = time.monotonic() + 300
+    recorded = 0
+    while recorded < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if path.exists():
+            try:
+                recorded = len(ModelIndex(path, timeout=1).list())
+            except StoreError:
+                recorded = 0  # busy for a moment: ask again
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    listed = [m["name"] for m in ModelIndex(path).list()]
+    assert len(listed) >= 8  # the chunks committed before the kill
+    assert set(listed) <= {os.path.basename(p) for p in zoo32.paths}
+    # Adding again completes the registry; what was recorded is unchanged.
+    code, out, err = _cli("index", "add", path, *zoo32.paths, "--no-progress")
+    assert code == 0, err
+    assert sum(line.endswith("unchanged") for line in out.splitlines()) == len(listed)
+    assert len(ModelIndex(path).list()) == len(zoo32.paths)
