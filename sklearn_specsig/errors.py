@@ -58,3 +58,8 @@ class SpectralWarning(UserWarning):
 
 class StoreWarning(UserWarning):
     """Stored spectra failed their checksum and are being recomputed."""
+
+
+class RegistryWarning(UserWarning):
+    """A model registry records or compares a model less finely than given
+    (its profile resampled onto a coarser grid of relative depth)."""

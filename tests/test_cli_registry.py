@@ -148,3 +148,22 @@ def test_a_killed_cli_add_keeps_what_it_committed(zoo32, tmp_path):
     assert code == 0, err
     assert sum(line.endswith("unchanged") for line in out.splitlines()) == len(listed)
     assert len(ModelIndex(path).list()) == len(zoo32.paths)
+
+
+def test_read_commands_refuse_a_missing_registry_and_create_nothing(tmp_path, small_zoo):
+    path = tmp_path / "typo.sqlite"
+    for argv in (["index", "list", path], ["index", "query", path, small_zoo.paths[0]],
+                 ["index", "remove", path, "x"], ["report", path, "-o", tmp_path / "r.html"]):
+        code, _, err = _cli(*argv)
+        assert code == 1 and "no registry at" in err and "specsig index add" in err
+    assert not path.exists()
+
+
+def test_an_emptied_registry_lists_nothing(recorded):
+    names = [m["name"] for m in ModelIndex(recorded).list()]
+    code, _, err = _cli("index", "remove", recorded, *names)
+    assert code == 0, err
+    code, out, err = _cli("index", "list", recorded)
+    assert code == 0 and "0 models in" in out
+    code, _, err = _cli("index", "query", recorded, "anything")
+    assert code == 1 and "is empty; add models first" in err

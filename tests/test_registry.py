@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from scipy.stats import norm, spearmanr
 
-from sklearn_specsig.errors import CheckpointNotFoundError, StoreError, StoreVersionError
+from sklearn_specsig.errors import (
+    CheckpointNotFoundError,
+    RegistryWarning,
+    StoreError,
+    StoreVersionError,
+)
 from sklearn_specsig.kernels._spearman import rank_module_rows, spearman_from_ranks
 from sklearn_specsig.registry import ModelIndex
 from sklearn_specsig.registry._null import (
@@ -139,7 +144,8 @@ def test_any_depth_is_compared_on_the_registry_grid(tmp_path):
     base_a = rng.normal(size=(7, grid))
     base_b = rng.normal(size=(7, 14))
     index = ModelIndex(tmp_path / "r.sqlite")  # grid: the first model's depth
-    index.add([base_a, base_b], names=["a", "b"], families=["A", "B"])
+    with pytest.warns(RegistryWarning, match="b has 14 layers; the registry compares"):
+        index.add([base_a, base_b], names=["a", "b"], families=["A", "B"])
     assert index.settings()["n_layers"] == grid
     query = resample_depth(base_b, 7) + 0.01 * rng.normal(size=(7, 7))  # 7 layers
     (answer,) = index.query([query], names=["q"], top=2)
@@ -367,3 +373,95 @@ def test_as_frame(tmp_path):
     assert list(frame["name"]) == [n["name"] for r in records for n in r["neighbours"]]
     assert list(frame["similarity"]) == [n["similarity"] for r in records
                                          for n in r["neighbours"]]
+
+
+def test_a_one_layer_first_model_cannot_fix_the_grid(tmp_path):
+    index = ModelIndex(tmp_path / "r.sqlite")
+    with pytest.raises(ValueError, match="cannot fix the registry's grid"):
+        index.add(np.arange(7.0).reshape(1, 7, 1), names=["shallow"], families=["z"])
+    assert len(index) == 0 and index.settings()["n_layers"] is None
+    # With an explicit grid, a one-layer profile is recorded (its rows are
+    # constant on the grid: nothing to compare, said as NaN similarity).
+    index = ModelIndex(tmp_path / "g.sqlite", n_layers=8)
+    index.add(np.arange(7.0).reshape(1, 7, 1), names=["shallow"], families=["z"])
+    index.add(np.random.default_rng(0).normal(size=(1, 7, 8)), names=["deep"], families=["y"])
+    (answer,) = index.query(np.random.default_rng(1).normal(size=(1, 7, 8)), top=2)
+    assert np.isnan(answer["neighbours"][1]["similarity"])
+    assert answer["neighbours"][1]["name"] == "shallow"
+
+
+def test_a_bad_metric_is_refused_before_anything_is_recorded(tmp_path, small_zoo):
+    with pytest.raises(ValueError, match="alpha_hil"):
+        ModelIndex(tmp_path / "r.sqlite", metric="alpha_hil")
+    index = ModelIndex(tmp_path / "r.sqlite")
+    index.add(small_zoo.paths[:1])
+    assert index.settings()["metric"] == "alpha_hill"
+
+
+def test_an_empty_registry_answers_what_it_can(tmp_path):
+    index = ModelIndex(tmp_path / "r.sqlite")
+    assert len(index) == 0 and index.list() == []
+    summary = index.summary()
+    assert summary["n_models"] == 0 and summary["n_null"] == 0
+    assert index.query([]) == []
+
+
+def test_partial_failures_are_said_and_the_rest_recorded(tmp_path, small_zoo):
+    index = ModelIndex(tmp_path / "r.sqlite")
+    models = [*small_zoo.paths[:9], tmp_path / "missing"]  # the failure in the 2nd chunk
+    with pytest.raises(CheckpointNotFoundError) as info:
+        index.add(models)
+    assert "1 of 10 models were not recorded; the other 9 were" in str(info.value.__notes__)
+    assert len(index) == 9
+
+
+def test_names_are_decided_over_the_whole_add(tmp_path, small_zoo):
+    # Nine checkpoints called "model" in different folders: the ninth sits in
+    # a second chunk, and still gets a name of its own.
+    links = []
+    for i in range(9):
+        folder = tmp_path / f"x{i}"
+        folder.mkdir()
+        os.symlink(small_zoo.paths[i], folder / "model")
+        links.append(folder / "model")
+    index = ModelIndex(tmp_path / "r.sqlite")
+    records = index.add(links)
+    assert [r["name"] for r in records] == [f"x{i}/model" for i in range(9)]
+    assert {r["status"] for r in records} == {"added"}
+
+
+def test_duplicates_in_one_add_are_refused(tmp_path, small_zoo):
+    index = ModelIndex(tmp_path / "r.sqlite")
+    with pytest.raises(ValueError, match=r"names given twice in one add: \['a'\]"):
+        index.add(np.ones((2, 7, 4)) * np.arange(4), names=["a", "a"], families=["f", "g"])
+    with pytest.raises(ValueError, match="given twice in one add"):
+        index.add([small_zoo.paths[0], small_zoo.paths[0]])
+    assert len(index) == 0
+
+
+def test_missing_family_labels_mean_unlabelled_and_a_re_add_keeps_the_label(tmp_path,
+                                                                           small_zoo):
+    index = ModelIndex(tmp_path / "r.sqlite")
+    index.add(np.random.default_rng(0).normal(size=(4, 7, 6)), names=list("abcd"),
+              families=["x", None, float("nan"), "y"])
+    assert [m["family"] for m in index.list()] == ["x", None, None, "y"]
+    assert index.summary()["n_families"] == 2
+    index.add(small_zoo.paths[:1], families=["llama"])
+    (again,) = index.add(small_zoo.paths[:1])  # no family given: the label stays
+    assert again["status"] == "unchanged" and again["family"] == "llama"
+
+
+def test_a_failing_registry_cache_is_not_advised_away(tmp_path, small_zoo, monkeypatch):
+    from sklearn_specsig.store import SignatureStore
+
+    def refuse(self, spectra):  # as SignatureStore._failed says it, from SQLite's error
+        raise StoreError(f"The signature store {self.path} failed (disk I/O error). It is "
+                         "only a cache: delete the file (or call .clear()) to rebuild it."
+                         ) from sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SignatureStore, "put_spectra", refuse)
+    index = ModelIndex(tmp_path / "r.sqlite")
+    with pytest.raises(StoreError) as info:
+        index.add(small_zoo.paths[:1])
+    assert "Do not delete it: it is a record" in str(info.value)
+    assert "(disk I/O error)" in str(info.value) and "delete the file" not in str(info.value)

@@ -182,3 +182,23 @@ def test_report_of_arrays_says_why_there_is_no_esd(tmp_path):
     assert "No ESD: no recorded model has a checkpoint on record" in text
     assert text.count('class="figure"') == 2
     assert 'id="recorded"' in text and text.count("<tr>") >= 7
+
+
+def test_names_cannot_break_the_page(tmp_path):
+    """Names are data: a script-like name or a mathtext dollar is shown as is."""
+    rng = np.random.default_rng(1)
+    names = ['<!--<script>', "v$^$", 'a "quoted" & <b>bold</b>', "plain"]
+    index = ModelIndex(tmp_path / "r.sqlite")
+    index.add(rng.normal(size=(4, 7, 6)), names=names, families=["f1", "f1", "f2", "f2$"])
+    page = tmp_path / "r.html"
+    payload = write_report(index, page, models=[rng.normal(size=(7, 6))], names=["</script>"])
+    dom, console = load(page, tmp_path / "profile")
+    assert console == []
+    parsed = _Page()
+    parsed.feed(dom)
+    assert parsed.status == ("2", "2")  # heatmap and tree; no checkpoint for an ESD
+    assert json.loads(parsed.embedded)["queries"] == json.loads(
+        json.dumps(payload["queries"]))
+    assert set(parsed.queries) == {"</script>"}
+    shown = {row[0] for row in parsed.queries["</script>"]}
+    assert shown == set(names)

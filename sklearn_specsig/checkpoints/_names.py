@@ -15,6 +15,21 @@ def short_names(models):
 
     The last path component, extended leftwards only where two models
     would otherwise share a name.
+
+    Parameters
+    ----------
+    models : sequence of str or os.PathLike
+        Paths or hub ids, as given.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from sklearn_specsig.checkpoints import short_names
+    >>> short_names(["a/x/model", "b/x/model", "org/name", "other", "other"])
+    ['a/x/model', 'b/x/model', 'name', 'other', 'other#2']
     """
     parts = [tuple(p for p in Path(os.fspath(m)).parts if p not in ("/", "\\"))
              or (os.fspath(m),) for m in models]

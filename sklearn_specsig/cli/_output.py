@@ -23,8 +23,9 @@ def _cell(value):
 def format_table(header, rows):
     """A plain, aligned text table (numbers right-aligned, 3 decimals)."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    numeric = [all(isinstance(r[i], int | float | np.number) for r in rows) for i in range(len(header))]
+    widths = [max([len(str(h)), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float | np.number) for r in rows)
+               for i in range(len(header))]
 
     def line(values):
         return "  ".join(

@@ -12,6 +12,16 @@ __all__ = ["cmd_index_add", "cmd_index_list", "cmd_index_query", "cmd_index_remo
            "cmd_report"]
 
 
+def _existing(args):
+    """The registry of a command that reads one: refused when there is none
+    (a typo must not create an empty registry)."""
+    index = _index(args)
+    if not index.file_path.is_file():
+        raise ValueError(f"no registry at {index.file_path}; create it with "
+                         f"'specsig index add {args.registry} MODEL... --family LABEL'.")
+    return index
+
+
 def _index(args):
     cache = args.cache if hasattr(args, "cache") else "registry"
     return ModelIndex(args.registry, alpha=getattr(args, "alpha", 0.01),
@@ -66,7 +76,9 @@ def query_json(index, answers, failed=None):
 
 
 def cmd_index_query(args):
-    index = _index(args)
+    index = _existing(args)
+    if len(index) == 0:
+        raise ValueError(f"the registry {index.file_path} is empty; add models first.")
     ids, signatures, failed = sign(args.models, _signing_args(args, index))
     answers = index.query(signatures, names=ids, top=args.top, alpha=args.alpha)
     if args.json:
@@ -75,7 +87,9 @@ def cmd_index_query(args):
     summary = index.summary()
     for a in answers:
         verdict = a["verdict"]
-        if verdict["p_value"] != verdict["p_value"]:  # NaN
+        if summary["n_families"] == 0:
+            said = "none (no recorded model has a family: add some with --family)"
+        elif verdict["p_value"] != verdict["p_value"]:  # NaN
             said = "none (no module row comparable with a labelled model)"
         else:
             said = verdict["family"] or f"none (p >= alpha = {args.alpha})"
@@ -96,7 +110,7 @@ def cmd_index_query(args):
 
 
 def cmd_index_list(args):
-    index = _index(args)
+    index = _existing(args)
     models = index.list()
     if args.json:
         print_json({"registry": str(index.file_path), "models": models})
@@ -109,7 +123,7 @@ def cmd_index_list(args):
 
 
 def cmd_index_remove(args):
-    index = _index(args)
+    index = _existing(args)
     try:
         index.remove(args.names)
     except KeyError as exc:
@@ -121,7 +135,9 @@ def cmd_index_remove(args):
 def cmd_report(args):
     from ..registry import write_report
 
-    index = _index(args)
+    index = _existing(args)
+    if len(index) == 0:
+        raise ValueError(f"the registry {index.file_path} is empty; add models first.")
     signatures, ids, failed = [], [], {}
     if args.models:
         ids, signatures, failed = sign(args.models, _signing_args(args, index))

@@ -103,7 +103,8 @@ class RegistryFile:
                              "WHERE key = 'generation'")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
             raise self._failed(exc) from exc
@@ -131,6 +132,10 @@ class RegistryFile:
         return self.meta(key)
 
     # -- models -----------------------------------------------------------------
+
+    def count(self):
+        """Number of recorded models."""
+        return int(self._read("SELECT count(*) FROM registry_models")[0][0])
 
     def rows(self, names=None):
         """Recorded rows ordered by name (all, or those of ``names``)."""
@@ -244,7 +249,7 @@ class RegistryFile:
                              (generation, method, int(n_cross),
                               np.ascontiguousarray(null, dtype="<f8").tobytes(),
                               json.dumps(tail)))
-        except sqlite3.DatabaseError as exc:
-            if is_contention(exc):
-                return  # only a cache: the next reader computes it again
-            raise self._failed(exc) from exc
+        except sqlite3.DatabaseError:
+            # Busy, or a reader without write access: the null is only a
+            # cache, and the next reader computes it again.
+            return

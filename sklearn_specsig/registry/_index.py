@@ -1,6 +1,7 @@
 """ModelIndex: a persistent, incremental lineage index of a model registry."""
 
 import os
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -8,6 +9,7 @@ import numpy as np
 from ..checkpoints import short_names
 from ..engine import sign_models
 from ..engine._signing import check_signing
+from ..errors import RegistryWarning, StoreError
 from ..signature import Signature
 from ..store import SignatureStore
 from ._db import RegistryFile
@@ -114,6 +116,9 @@ class ModelIndex:
             raise ValueError(f"alpha={alpha!r} must be a number in (0, 1].")
         if n_layers is not None and (not isinstance(n_layers, Integral) or n_layers < 2):
             raise ValueError(f"n_layers={n_layers!r} must be an int >= 2 or None.")
+        # At the boundary: a bad metric or device is refused before the
+        # registry records anything (the metric is fixed by the first add).
+        check_signing(metric, device, "float32")
         self.path = path
         self.alpha = alpha
         self.n_layers = n_layers
@@ -133,7 +138,7 @@ class ModelIndex:
         return state
 
     def __len__(self):
-        return len(self._file.rows())
+        return self._file.count()
 
     @property
     def file_path(self):
@@ -149,14 +154,23 @@ class ModelIndex:
     # -- settings fixed by the first model ----------------------------------
 
     def _fixed(self, depth=None):
-        """(grid, metric) of the registry, fixing them with the first model."""
-        # Read first: a write would wait for another process's lock.
-        metric = self._file.meta("metric") or self._file.set_meta_once("metric", self.metric)
+        """(grid, metric) of the registry; ``depth`` (the first model's, at an
+        add) fixes them when the registry has none yet.  Reading takes no
+        lock: only the first add writes."""
+        metric = self._file.meta("metric")
+        if metric is None and depth is not None:
+            metric = self._file.set_meta_once("metric", self.metric)
+        metric = metric or self.metric
         if metric != self.metric and self.metric != "alpha_hill":
             raise ValueError(f"the registry {self._file.path} records {metric!r} "
                              f"signatures, not {self.metric!r}.")
         grid = self._file.meta("n_layers")
-        if grid is None and (self.n_layers is not None or depth is not None):
+        if grid is None and depth is not None:
+            if self.n_layers is None and depth < 2:
+                raise ValueError(
+                    f"a profile of {depth} layer cannot fix the registry's grid of "
+                    "relative depth (nothing to rank along it); create the registry with "
+                    "n_layers= (--n-layers), e.g. the depth of the models it will hold.")
             grid = self._file.set_meta_once("n_layers", self.n_layers or depth)
         if grid is not None and self.n_layers is not None and int(grid) != self.n_layers:
             raise ValueError(
@@ -174,12 +188,25 @@ class ModelIndex:
             cache = SignatureStore(self._file.path, timeout=self.timeout)
         kwargs = {"device": self.device, "cache": cache, "precision": "float32",
                   "progress": progress}
-        return sign_models(list(models), metric, kwargs, n_jobs, on_error)
+        try:
+            return sign_models(list(models), metric, kwargs, n_jobs, on_error)
+        except StoreError as exc:
+            if not (isinstance(self.cache, str) and self.cache == "registry"):
+                raise
+            # The store's own advice (delete the file, it is only a cache)
+            # would destroy the registry: say what this file is.
+            raise StoreError(
+                f"The registry {self._file.path}, which is also the spectra cache of the "
+                f"models it signs, failed as a cache ({exc.__cause__ or exc}). Do not "
+                "delete it: it is a record. Check the file's permissions and free space, "
+                "or sign through another cache (cache='auto', --cache auto)."
+            ) from exc
 
     def _items(self, models, names, metric, n_jobs=None, progress=False, on_error="raise",
-               default=None):
+               default=None, explicit=None):
         """``[(name, record or exception)]`` of what was given; arrays need
-        ``names`` unless a ``default`` prefix is given (queries)."""
+        ``names`` unless a ``default`` prefix is given (queries).  ``explicit``
+        says whether the names were the caller's (default: given)."""
         if isinstance(models, (str, os.PathLike)) or isinstance(models, Signature):
             models = [models]
         if isinstance(models, np.ndarray) or (
@@ -187,8 +214,9 @@ class ModelIndex:
                 and all(isinstance(m, np.ndarray) for m in models)):
             return array_records(models, names, default)
         models = list(models)
-        given = names is not None
-        names = list(names) if given else short_names([display_name(m) for m in models])
+        given = names is not None if explicit is None else explicit
+        names = list(names) if names is not None else short_names(
+            [display_name(m) for m in models])
         if len(names) != len(models):
             raise ValueError(f"{len(names)} names for {len(models)} models.")
         results = self._sign(models, metric, n_jobs, progress, on_error)
@@ -246,26 +274,59 @@ class ModelIndex:
         if names is not None and len(names) != n:
             raise ValueError(f"{len(names)} names for {n} models.")
         _, metric = self._fixed()
-        records = []
-        is_array = isinstance(models, np.ndarray)
-        step = n if is_array else max(_ADD_CHUNK, 2 * (n_jobs or 1))
         seq = models if not isinstance(models, (str, os.PathLike, Signature)) else [models]
+        is_array = isinstance(seq, np.ndarray) or (
+            isinstance(seq, (list, tuple)) and all(isinstance(m, np.ndarray) for m in seq))
+        explicit = names is not None or is_array
+        if not is_array:
+            paths = [os.path.abspath(m) for m in seq if isinstance(m, (str, os.PathLike))
+                     and os.path.exists(m)]
+            twice = sorted({p for p in paths if paths.count(p) > 1})
+            if twice:
+                raise ValueError(f"given twice in one add: {twice}; nothing was recorded.")
+            if names is None:  # over the whole list: one rule, whatever the chunks
+                names = short_names([display_name(m) for m in seq])
+        names = None if names is None else [str(name) for name in names]
+        if names is not None and len(set(names)) < len(names):
+            twice = sorted({x for x in names if names.count(x) > 1})
+            raise ValueError(f"names given twice in one add: {twice}; nothing was recorded.")
+        records, errors = [], []
+        step = n if is_array else max(_ADD_CHUNK, 2 * (n_jobs or 1))
         for start in range(0, n, step):
             part = seq[start:start + step]
-            part_names = None if names is None else list(names)[start:start + step]
-            items = self._items(part, part_names, metric, n_jobs, progress, on_error)
-            records += self._record(items, fams[start:start + step], on_error)
+            part_names = None if names is None else names[start:start + step]
+            # Signed with "warn" in either mode: the models of a chunk that
+            # can be read are recorded before a failure is raised.
+            items = self._items(part, part_names, metric, n_jobs, progress, "warn",
+                                explicit=explicit)
+            errors += [rec for _, rec in items if isinstance(rec, BaseException)]
+            records += self._record(items, fams[start:start + step])
         failed = [r for r in records if r["status"] == "failed"]
         if failed and on_error == "raise":
-            raise ValueError("; ".join(f"{r['name']}: {r['error']}" for r in failed)
-                             + f" (the other {len(records) - len(failed)} were recorded)")
+            recorded = len(records) - len(failed)
+            said = (f"{len(failed)} of {len(records)} models were not recorded; the other "
+                    f"{recorded} were (add with on_error='warn' for a record of each).")
+            if errors:
+                errors[0].add_note(said)
+                raise errors[0]
+            raise ValueError("; ".join(r["error"] for r in failed) + " " + said)
         return records
 
-    def _record(self, items, families, on_error):
+    def _record(self, items, families):
         good = [(rec, fam) for (_, rec), fam in zip(items, families)
                 if not isinstance(rec, BaseException)]
         if good:
-            self._fixed(depth=good[0][0]["profile"].shape[1])
+            grid, _ = self._fixed(depth=good[0][0]["profile"].shape[1])
+            for rec, _ in good:
+                depth = rec["profile"].shape[1]
+                if depth > grid:
+                    # Never silent: a coarser grid than the model loses detail.
+                    warnings.warn(
+                        f"{rec['name']} has {depth} layers; the registry compares profiles "
+                        f"on {grid} points of relative depth (fixed by its first model), so "
+                        "its profile is resampled coarser. Create a registry with "
+                        "n_layers= (--n-layers) for a finer grid.", RegistryWarning,
+                        stacklevel=3)
         for rec, fam in good:
             rec["family"] = fam
             rec["metric"] = rec["metric"] or self._file.meta("metric")
@@ -280,7 +341,8 @@ class ModelIndex:
             error = None
             if isinstance(status, tuple):
                 status, error = status
-            records.append({"name": name, "family": fam, "status": status, "error": error})
+            records.append({"name": name, "family": rec["family"], "status": status,
+                            "error": error})
         return records
 
     def remove(self, names):
@@ -307,13 +369,15 @@ class ModelIndex:
             grid, _ = self._fixed()
             gen, names, families, profiles = self._file.profiles()
             self._state = RegistryState(gen, names, families, profiles,
-                                 grid or (profiles[0].shape[1] if profiles else 1))
+                                        grid or (profiles[0].shape[1] if profiles else 1))
         return self._state
 
     def _null(self, state):
         if state.null is None:
             cached = self._file.cached_null(state.generation)
-            if cached is None:
+            if cached is None and state.index is None:  # an empty registry
+                cached = (np.empty(0), "exact", 0, VerdictTail(np.nan, np.nan, 0, 0)._asdict())
+            elif cached is None:
                 ranked = state.index.ranked_
                 seed = content_seed(*state.names, *map(str, state.families))
                 null, method, n_cross = cross_family_null(ranked, state.codes, seed=seed)
@@ -406,6 +470,9 @@ class ModelIndex:
         """
         if not isinstance(top, Integral) or top < 1:
             raise ValueError(f"top={top!r} must be a positive int.")
+        if not isinstance(models, np.ndarray) and not isinstance(
+                models, (str, os.PathLike, Signature)) and len(models) == 0:
+            return answers_frame([]) if as_frame else []
         state = self._current()
         if not len(state.names):
             raise ValueError(f"the registry {self._file.path} is empty; add models first.")

@@ -57,11 +57,16 @@ def array_records(X, names, default=None):
 
 
 def decide(rec, old):
-    """Status of recording ``rec`` over the row ``old`` of its name."""
+    """Status of recording ``rec`` over the row ``old`` of its name.
+
+    A re-add without a family keeps the recorded one (``rec["family"]`` is
+    set to it): leaving the label out is not a request to clear it.
+    """
     if old is None:
         return "added"
-    same = old[2] == rec["fingerprint"] and old[1] == rec["family"]
-    if same:
+    if rec["family"] is None:
+        rec["family"] = old[1]
+    if old[2] == rec["fingerprint"] and old[1] == rec["family"]:
         return "unchanged"
     if rec["explicit"] or old[3] == rec["source"]:
         return "updated"
@@ -88,10 +93,21 @@ def display_name(model):
     return describe_model(model)
 
 
+def _missing(value):
+    """None, NaN or pandas' NA: no family."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pd.NA has no truth value
+        return True
+
+
 def per_model(values, n, what):
+    """One label per model (a str for all, or a sequence); missing -> None."""
     if values is None or isinstance(values, str):
         return [values] * n
-    values = [None if v is None else str(v) for v in values]
+    values = [None if _missing(v) else str(v) for v in values]
     if len(values) != n:
         raise ValueError(f"{len(values)} {what} for {n} models.")
     return values

@@ -27,6 +27,9 @@ from ..signature import ROLES
 
 __all__ = ["write_report"]
 
+#: Recorded checkpoints tried for the ESD when no model is given.
+_ESD_TRIES = 3
+
 #: Recorded models drawn in the heatmap and dendrogram and listed in the
 #: per-model table; a larger registry shows the first ones in family order.
 MAX_REPORT_MODELS = 500
@@ -83,6 +86,11 @@ def _png(fig):
     fig.savefig(buffer, format="png", dpi=100)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img class="figure" alt="" src="data:image/png;base64,{data}">'
+
+
+def _plain(labels):
+    """Labels matplotlib draws as given (a ``$`` would start mathtext)."""
+    return [str(label).replace("$", r"\$") for label in labels]
 
 
 def _num(value, fmt):
@@ -146,8 +154,9 @@ def _heatmap(S, names, families):
 
     size = min(14.0, 4.0 + 0.18 * len(names))
     fig, axes = _figure(size, size)
-    plot_similarity_heatmap(S, labels=names if len(names) <= 80 else None,
-                            families=[f if f is not None else "(no family)" for f in families],
+    plot_similarity_heatmap(S, labels=_plain(names) if len(names) <= 80 else None,
+                            families=_plain([f if f is not None else "(no family)"
+                                             for f in families]),
                             ax=axes[0, 0])
     return _png(fig)
 
@@ -165,7 +174,7 @@ def _dendrogram(S, names, families):
     height = min(16.0, 2.0 + 0.22 * len(names))
     fig, axes = _figure(9.0, height)
     ax = axes[0, 0]
-    labels = [f"{n} [{f}]" if f is not None else n for n, f in zip(names, families)]
+    labels = _plain([f"{n} [{f}]" if f is not None else n for n, f in zip(names, families)])
     dendrogram(Z, labels=labels if len(names) <= 120 else None, orientation="left", ax=ax,
                color_threshold=0.0, above_threshold_color="0.35")
     ax.set(title="Lineage tree: average linkage on 1 - similarity", xlabel="1 - similarity")
@@ -198,7 +207,7 @@ def _esd_figure(signature, name):
             ax.text(0.5, 0.5, str(exc), transform=ax.transAxes, ha="center", wrap=True)
     for ax in axes.ravel()[len(panels):]:
         ax.set_axis_off()
-    fig.suptitle(f"ESD of {name}, layer {middle} (of {signature.n_layers})")
+    fig.suptitle(f"ESD of {_plain([name])[0]}, layer {middle} (of {signature.n_layers})")
     return (f'<p class=note id="esd-model" data-model="{_text(name)}">ESD of {_text(name)} '
             f"at layer {middle} of {signature.n_layers}, one panel per module: the dashed "
             "line is x_min (k = n/2 largest eigenvalues in the tail), the line the fitted "
@@ -230,6 +239,21 @@ def write_report(index, path, *, models=(), names=None, top=5, alpha=None, esd_m
     -------
     dict
         The ``index query --json`` object of ``models`` embedded in the page.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from sklearn_specsig.registry import ModelIndex, write_report
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> index = ModelIndex(folder / "registry.sqlite")
+    >>> _ = index.add(rng.normal(size=(6, 7, 8)), names=[f"m{i}" for i in range(6)],
+    ...               families=["a", "a", "b", "b", "c", "c"])
+    >>> payload = write_report(index, folder / "report.html",
+    ...                        models=[rng.normal(size=(7, 8))], names=["new"])
+    >>> payload["queries"][0]["model"], (folder / "report.html").stat().st_size > 10_000
+    ('new', True)
     """
     summary = index.summary()
     X, rec_names, rec_families = index.signatures()
@@ -260,7 +284,10 @@ def write_report(index, path, *, models=(), names=None, top=5, alpha=None, esd_m
     note = ("" if len(shown) == len(rec_names) else
             f"<p class=note>The first {len(shown)} of {len(rec_names)} models by family "
             "are drawn and listed.</p>")
-    data = json.dumps(_jsonable(payload), allow_nan=False).replace("</", "<\\/")
+    # Inside <script>, "<!--" and "</script" end or hide the element: the
+    # JSON escapes of <, > and & keep any name from doing so.
+    data = (json.dumps(_jsonable(payload), allow_nan=False).replace("<", "\\u003c")
+            .replace(">", "\\u003e").replace("&", "\\u0026"))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Model registry report: {_text(summary['path'])}</title>
@@ -297,8 +324,9 @@ def _esd_source(index, models, names, esd_model):
     for i, model in enumerate(models):
         if getattr(model, "spectra", None):
             return model, (names[i] if names else getattr(model, "source", "query"))
+    # A few tries at most: a recorded hub id would be a download each.
     candidates = [esd_model] if esd_model else [m["name"] for m in index.list()
-                                                if m["source"]]
+                                                if m["source"]][:_ESD_TRIES]
     reasons = []
     for name in candidates:
         try:

@@ -102,8 +102,8 @@ def answer_profiles(state, null, tail, profiles, *, top, alpha, exclude=None):
                      for e in (exclude or [None] * len(Q))])
     sim, ind = neighbours(state.index, Q, min(top, len(state.names)), excl)
     p_nb = empirical_pvalue(sim, null, assume_sorted=True)
-    if not len(state.labelled):
-        best_s, best_row = np.full(len(Q), np.nan), np.full(len(Q), -1)
+    if not len(state.labelled):  # nothing to name: no evidence, p = 1
+        best_s, best_row = np.full(len(Q), -np.inf), np.full(len(Q), -1)
     elif not state.mixed:
         best_s, best_row = sim[:, 0], ind[:, 0]
     else:

@@ -56,6 +56,35 @@ def connect(path, timeout, set_up):
     opening one new file).  The losers wait and try again, within
     ``timeout`` seconds.  The store and the model registry
     (:mod:`sklearn_specsig.registry`) both open their files here.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The SQLite file.
+    timeout : float
+        Seconds to wait for another process's lock, in SQLite and here.
+    set_up : callable
+        ``set_up(conn)``: creates the tables; its result is returned.
+
+    Returns
+    -------
+    conn : sqlite3.Connection
+    result : object
+        What ``set_up`` returned.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sklearn_specsig.store import connect, use_wal
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> def set_up(conn):
+    ...     use_wal(conn)
+    ...     conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    ...     return "ready"
+    >>> conn, result = connect(os.path.join(folder.name, "db.sqlite"), 5.0, set_up)
+    >>> result, conn.execute("PRAGMA journal_mode").fetchone()
+    ('ready', ('wal',))
+    >>> conn.close(); folder.cleanup()
     """
     deadline = time.monotonic() + timeout
     delay = 0.005
