@@ -14,6 +14,7 @@ from ..signature import Signature
 from ..store import SignatureStore
 from ._db import RegistryFile
 from ._inputs import (
+    add_names,
     answers_frame,
     array_records,
     decide,
@@ -278,18 +279,7 @@ class ModelIndex:
         is_array = isinstance(seq, np.ndarray) or (
             isinstance(seq, (list, tuple)) and all(isinstance(m, np.ndarray) for m in seq))
         explicit = names is not None or is_array
-        if not is_array:
-            paths = [os.path.abspath(m) for m in seq if isinstance(m, (str, os.PathLike))
-                     and os.path.exists(m)]
-            twice = sorted({p for p in paths if paths.count(p) > 1})
-            if twice:
-                raise ValueError(f"given twice in one add: {twice}; nothing was recorded.")
-            if names is None:  # over the whole list: one rule, whatever the chunks
-                names = short_names([display_name(m) for m in seq])
-        names = None if names is None else [str(name) for name in names]
-        if names is not None and len(set(names)) < len(names):
-            twice = sorted({x for x in names if names.count(x) > 1})
-            raise ValueError(f"names given twice in one add: {twice}; nothing was recorded.")
+        names = add_names(seq, names, is_array)
         records, errors = [], []
         step = n if is_array else max(_ADD_CHUNK, 2 * (n_jobs or 1))
         for start in range(0, n, step):
@@ -497,7 +487,12 @@ class ModelIndex:
         list of dict
             ``{"verdict", "neighbours"}`` per profile, as in :meth:`query`.
         """
+        if exclude is not None and len(exclude) != len(profiles):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(profiles)} "
+                             "profiles; give one name (or None) per profile.")
         state = self._current()
+        if not len(state.names):
+            raise ValueError(f"the registry {self._file.path} is empty; add models first.")
         null, _, _, tail = self._null(state)
         return answer_profiles(state, null, tail, profiles, top=top,
                                alpha=self.alpha if alpha is None else alpha, exclude=exclude)

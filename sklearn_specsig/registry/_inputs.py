@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-from ..checkpoints import describe_model
+from ..checkpoints import describe_model, short_names
 from ..signature import ROLES, Signature
 
-__all__ = ["array_records", "answers_frame", "decide", "display_name", "per_model",
+__all__ = ["add_names", "array_records", "answers_frame", "decide", "display_name", "per_model",
            "record_source"]
 
 
@@ -91,6 +91,25 @@ def display_name(model):
     if isinstance(model, Signature):
         return model.source or model.fingerprint[:16]
     return describe_model(model)
+
+
+def add_names(models, names, is_array):
+    """The names of one add, decided over the whole list (one rule whatever
+    the chunks it is signed in); the same checkpoint or name twice is refused
+    before anything is signed."""
+    if not is_array:
+        paths = [os.path.abspath(m) for m in models
+                 if isinstance(m, (str, os.PathLike)) and os.path.exists(m)]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"given twice in one add: {twice}; nothing was recorded.")
+        if names is None:
+            names = short_names([display_name(m) for m in models])
+    names = None if names is None else [str(name) for name in names]
+    if names is not None and len(set(names)) < len(names):
+        twice = sorted({x for x in names if names.count(x) > 1})
+        raise ValueError(f"names given twice in one add: {twice}; nothing was recorded.")
+    return names
 
 
 def _missing(value):
