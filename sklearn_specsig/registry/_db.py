@@ -13,14 +13,13 @@ guarantees of the file are read in one place:
 import json
 import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import StoreError, StoreVersionError
-from ..store import connect
+from ..store import SQLiteFile, connect
 from ._tables import REGISTRY_FORMAT, decode_profile, encode_profile, is_contention, set_up
 
 __all__ = ["RegistryFile", "Row", "resolve_registry_path"]
@@ -40,26 +39,14 @@ def resolve_registry_path(path):
     return path / "registry.sqlite" if path.is_dir() else path
 
 
-class RegistryFile:
+class RegistryFile(SQLiteFile):
     """One registry file; each process (and thread) opens its own connection."""
 
     def __init__(self, path, timeout=60.0):
-        self.path = resolve_registry_path(path)
-        self.timeout = timeout
-        self._local = threading.local()
+        super().__init__(resolve_registry_path(path), timeout)
 
-    def __getstate__(self):
-        return {"path": self.path, "timeout": self.timeout}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"], state["timeout"])
-
-    def _connection(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _new_connection(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn, version = connect(self.path, self.timeout, set_up)
         except sqlite3.DatabaseError as exc:
@@ -70,7 +57,6 @@ class RegistryFile:
                 f"The registry {self.path} has format {version}, newer than this "
                 f"library's {REGISTRY_FORMAT}. Upgrade sklearn_specsig to read it."
             )
-        self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     def _failed(self, exc, what="failed"):

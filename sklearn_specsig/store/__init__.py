@@ -31,6 +31,7 @@ and write one file at once.
     checksum and are read unchecked).
 """
 
+from ._connection import SQLiteFile, connect, use_wal
 from ._keys import (
     FORMAT_VERSION,
     code_digest,
@@ -44,10 +45,11 @@ from ._keys import (
     stat_key,
     tensor_digest,
 )
-from ._sqlite import SignatureStore, connect, default_cache_dir, resolve_store, use_wal
+from ._sqlite import SignatureStore, default_cache_dir, resolve_store
 
 __all__ = [
     "FORMAT_VERSION",
+    "SQLiteFile",
     "SignatureStore",
     "code_digest",
     "connect",

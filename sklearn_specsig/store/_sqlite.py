@@ -7,7 +7,6 @@ rows are stored under are made in :mod:`._keys`.
 import json
 import os
 import sqlite3
-import threading
 import time
 import warnings
 import zlib
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StoreError, StoreVersionError, StoreWarning
+from ._connection import SQLiteFile, connect, use_wal
 from ._keys import FORMAT_VERSION, stat_key
 from ._tables import (
     DELETE_CHECKSUM,
@@ -27,7 +27,7 @@ from ._tables import (
     decode_spectrum,
 )
 
-__all__ = ["SignatureStore", "connect", "default_cache_dir", "resolve_store", "use_wal"]
+__all__ = ["SignatureStore", "default_cache_dir", "resolve_store"]
 
 def default_cache_dir():
     """Directory of the default store (``cache="auto"``).
@@ -45,75 +45,7 @@ def default_cache_dir():
     return Path(base).expanduser() / "sklearn_specsig"
 
 
-def connect(path, timeout, set_up):
-    """A new SQLite connection to ``path``, set up by ``set_up(conn)``.
-
-    Returns ``(conn, set_up(conn))``.  Several processes opening a new file
-    at the same moment (joblib workers on a fresh cache, two ``specsig
-    index add`` at once) race to turn it to WAL mode and create its tables,
-    and SQLite answers the losers "database is locked" at once, without
-    waiting for its busy timeout (measured: 9 rounds in 40 of six processes
-    opening one new file).  The losers wait and try again, within
-    ``timeout`` seconds.  The store and the model registry
-    (:mod:`sklearn_specsig.registry`) both open their files here.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The SQLite file.
-    timeout : float
-        Seconds to wait for another process's lock, in SQLite and here.
-    set_up : callable
-        ``set_up(conn)``: creates the tables; its result is returned.
-
-    Returns
-    -------
-    conn : sqlite3.Connection
-    result : object
-        What ``set_up`` returned.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> from sklearn_specsig.store import connect, use_wal
-    >>> folder = tempfile.TemporaryDirectory()
-    >>> def set_up(conn):
-    ...     use_wal(conn)
-    ...     conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
-    ...     return "ready"
-    >>> conn, result = connect(os.path.join(folder.name, "db.sqlite"), 5.0, set_up)
-    >>> result, conn.execute("PRAGMA journal_mode").fetchone()
-    ('ready', ('wal',))
-    >>> conn.close(); folder.cleanup()
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        conn = sqlite3.connect(path, timeout=timeout)
-        try:
-            return conn, set_up(conn)
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            contended = "locked" in str(exc) or "busy" in str(exc)
-            if not contended or time.monotonic() + delay > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(2 * delay, 0.25)
-        except BaseException:
-            conn.close()
-            raise
-
-
-def use_wal(conn):
-    """Switch ``conn``'s file to WAL mode unless it is already (the mode is
-    stored in the file; a switch takes an exclusive lock, asking does not)."""
-    (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-    if mode.lower() != "wal":
-        conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-
-
-class SignatureStore:
+class SignatureStore(SQLiteFile):
     """An SQLite file of spectra, shared by processes and sessions.
 
     Parameters
@@ -147,9 +79,7 @@ class SignatureStore:
         path = Path(path).expanduser()
         if path.is_dir() or (path.suffix == "" and not path.is_file()):
             path = path / "signatures.sqlite"
-        self.path = path
-        self.timeout = timeout
-        self._local = threading.local()
+        super().__init__(path, timeout)
 
     def __repr__(self):
         return f"SignatureStore({str(self.path)!r})"
@@ -161,18 +91,9 @@ class SignatureStore:
     def __hash__(self):
         return hash(self.path)
 
-    def __getstate__(self):
-        return {"path": self.path, "timeout": self.timeout}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"], state["timeout"])
-
     # -- connection ---------------------------------------------------------
 
-    def _connection(self):
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == os.getpid():
-            return conn
+    def _new_connection(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -191,8 +112,6 @@ class SignatureStore:
                 f"newer than this library's {FORMAT_VERSION}. Upgrade "
                 "sklearn_specsig, or point cache= at another location."
             )
-        self._local.conn = conn
-        self._local.pid = os.getpid()
         return conn
 
     def _open(self):
