@@ -167,3 +167,22 @@ def test_an_emptied_registry_lists_nothing(recorded):
     assert code == 0 and "0 models in" in out
     code, _, err = _cli("index", "query", recorded, "anything")
     assert code == 1 and "is empty; add models first" in err
+
+
+def test_add_says_when_a_model_is_resampled_coarser(tmp_path, small_zoo):
+    path = tmp_path / "registry.sqlite"
+    code, _, err = _cli("index", "add", path, small_zoo.paths[0], "--n-layers", "4",
+                        "--no-progress")
+    assert code == 0, err
+    assert "has 6 layers; the registry compares profiles on 4 points" in err
+
+
+def test_read_commands_refuse_a_file_that_is_not_a_registry(tmp_path, small_zoo):
+    cache = tmp_path / "signatures.sqlite"
+    code, _, err = _cli("signature", small_zoo.paths[0], "--cache", cache, "--no-progress")
+    assert code == 0, err
+    code, _, err = _cli("index", "list", cache)
+    assert code == 1 and "is not a model registry" in err
+    with sqlite3.connect(cache) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(t.startswith("registry_") for t in tables)

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -215,13 +216,22 @@ def test_add_twice_signs_once_and_names_stay_unique(tmp_path, small_zoo, count_s
     (changed,) = index.add(small_zoo.paths[:1], families=["relabelled"])
     assert changed["status"] == "updated" and count_solves() == first
     # A default name held by another checkpoint is refused, not overwritten.
-    twin = tmp_path / "elsewhere" / os.path.basename(small_zoo.paths[1])
-    twin.parent.mkdir()
-    os.symlink(small_zoo.paths[4], twin)
+    other = tmp_path / "elsewhere" / os.path.basename(small_zoo.paths[1])
+    shutil.copytree(small_zoo.paths[4], other)  # another checkpoint, under a taken name
     with pytest.raises(ValueError, match="is taken by another model"):
-        index.add([twin])
-    (explicit,) = index.add([twin], names=["twin"])
-    assert explicit["status"] == "added"
+        index.add([other])
+    (explicit,) = index.add([other], names=["twin"])
+    assert explicit["status"] == "added" and explicit["family"] is None
+    # A link to a recorded checkpoint is that checkpoint: its record, unchanged.
+    link = tmp_path / "link"
+    os.symlink(small_zoo.paths[2], link)
+    (same,) = index.add([link])
+    assert same["name"] == os.path.basename(small_zoo.paths[2])
+    assert same["status"] == "unchanged" and same["family"] == small_zoo.labels[2]
+    # An explicit name over another model takes the family given, not the old one.
+    (taken,) = index.add([small_zoo.paths[5]], names=[os.path.basename(small_zoo.paths[0])])
+    assert taken["status"] == "updated" and taken["family"] is None
+    assert count_solves() == first
 
 
 def test_registry_is_the_cache_and_recorded_signature(tmp_path, small_zoo, count_solves):
@@ -454,14 +464,25 @@ def test_missing_family_labels_mean_unlabelled_and_a_re_add_keeps_the_label(tmp_
 def test_a_failing_registry_cache_is_not_advised_away(tmp_path, small_zoo, monkeypatch):
     from sklearn_specsig.store import SignatureStore
 
-    def refuse(self, spectra):  # as SignatureStore._failed says it, from SQLite's error
-        raise StoreError(f"The signature store {self.path} failed (disk I/O error). It is "
-                         "only a cache: delete the file (or call .clear()) to rebuild it."
-                         ) from sqlite3.OperationalError("disk I/O error")
+    def refuse(self, spectra):  # the store's own message for SQLite's error
+        raise self._failed(sqlite3.OperationalError("disk I/O error"))
 
     monkeypatch.setattr(SignatureStore, "put_spectra", refuse)
     index = ModelIndex(tmp_path / "r.sqlite")
     with pytest.raises(StoreError) as info:
         index.add(small_zoo.paths[:1])
-    assert "Do not delete it: it is a record" in str(info.value)
+    assert "also a model registry: do not delete it" in str(info.value)
     assert "(disk I/O error)" in str(info.value) and "delete the file" not in str(info.value)
+
+
+def test_the_metric_is_the_registrys_and_a_refused_add_fixes_nothing(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with pytest.raises(ValueError, match="cannot fix the registry's grid"):
+        ModelIndex(path, metric="log_norm").add(np.ones((1, 7, 1)), names=["x"])
+    assert ModelIndex(path).settings() == {"metric": "alpha_hill", "n_layers": None}
+    profiles = np.random.default_rng(0).normal(size=(2, 7, 5))
+    ModelIndex(path, metric="log_norm").add(profiles, names=["a", "b"])
+    assert ModelIndex(path).settings() == {"metric": "log_norm", "n_layers": 5}
+    with pytest.raises(ValueError, match="records 'log_norm' signatures, not 'alpha_hill'"):
+        ModelIndex(path, metric="alpha_hill").query(profiles)
+    assert ModelIndex(path).query(np.empty((0, 7, 5))) == []

@@ -354,3 +354,13 @@ def test_a_store_held_by_another_process_is_called_busy_not_damaged(tmp_path):
         holder.execute("ROLLBACK")
         holder.close()
     assert SignatureStore(path).get_source("memo") == "fingerprint"
+
+
+def test_a_file_that_is_not_a_store_is_not_advised_away(tmp_path):
+    notes = tmp_path / "notes"  # the user's own file, given as cache=
+    notes.write_text("my notes, not a cache\n" * 100)
+    with pytest.raises(StoreError) as info:
+        SignatureStore(notes).get_spectra(["a"])
+    assert "not a signature store this library wrote" in str(info.value)
+    assert "delete" not in str(info.value)
+    assert notes.read_text().startswith("my notes")

@@ -4,7 +4,9 @@ registry from the shell (:class:`~sklearn_specsig.registry.ModelIndex`)."""
 import sys
 import warnings
 
+from ..errors import RegistryWarning
 from ..registry import ModelIndex
+from ..store import file_kind
 from ._commands import FAILED, OK, PARTIAL, sign
 from ._output import format_table, print_json
 
@@ -19,6 +21,9 @@ def _existing(args):
     if not index.file_path.is_file():
         raise ValueError(f"no registry at {index.file_path}; create it with "
                          f"'specsig index add {args.registry} MODEL... --family LABEL'.")
+    if file_kind(index.file_path) not in ("registry", "unknown"):
+        raise ValueError(f"{index.file_path} is not a model registry (no registry tables); "
+                         "give the file that 'specsig index add' wrote.")
     return index
 
 
@@ -42,12 +47,16 @@ def cmd_index_add(args):
     if args.name is not None and len(args.models) != 1:
         raise ValueError(f"--name names one model; {len(args.models)} were given.")
     index = _index(args)
-    with warnings.catch_warnings():
-        # A degenerate matrix warns per tensor; the record says what failed.
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        # A degenerate matrix warns per tensor, and a failed model has its
+        # record: only the registry's notes (a coarser grid) are news here.
+        warnings.simplefilter("always")
         records = index.add(args.models, families=args.family,
                             names=None if args.name is None else [args.name],
                             n_jobs=args.jobs, progress=not args.no_progress, on_error="warn")
+    for w in caught:
+        if issubclass(w.category, RegistryWarning) and "was not recorded" not in str(w.message):
+            print(f"specsig: note: {w.message}", file=sys.stderr)
     failed = [r for r in records if r["status"] == "failed"]
     for r in failed:
         print(f"specsig: cannot add {r['name']}: {r['error']}", file=sys.stderr)
@@ -100,8 +109,11 @@ def cmd_index_query(args):
         print()
     print(f"p-value: rank among {summary['n_null']} similarities of models of different "
           f"families ({summary['null_method']}; smallest {summary['smallest_p_value']:.2g}); "
-          f"verdict: corrected over {summary['n_families']} families (smallest "
-          f"{summary['smallest_verdict_p_value']:.2g}), named when below alpha = {args.alpha}")
+          f"verdict p-value: how likely an unrelated model is to match one of the "
+          f"{summary['n_families']} families this well (a normal model of recorded models' "
+          f"best match to other families, floored, corrected over the families; smallest "
+          f"{summary['smallest_verdict_p_value']:.2g}); a family is named below alpha = "
+          f"{args.alpha}")
     if summary["smallest_verdict_p_value"] >= args.alpha:
         print(f"specsig: note: with {summary['n_models']} models in {summary['n_families']} "
               f"families no verdict can reach alpha = {args.alpha}; record more models "

@@ -119,6 +119,17 @@ class RegistryFile(SQLiteFile):
 
     # -- models -----------------------------------------------------------------
 
+    def names_by_source(self, sources):
+        """``{source: name}`` of the recorded models signed from ``sources``
+        (the first name by sort order where one source has several)."""
+        found = {}
+        for source in sources:
+            rows = self._read("SELECT name FROM registry_models WHERE source = ? "
+                              "ORDER BY name LIMIT 1", (source,))
+            if rows:
+                found[source] = rows[0][0]
+        return found
+
     def count(self):
         """Number of recorded models."""
         return int(self._read("SELECT count(*) FROM registry_models")[0][0])

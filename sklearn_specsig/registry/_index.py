@@ -9,7 +9,7 @@ import numpy as np
 from ..checkpoints import short_names
 from ..engine import sign_models
 from ..engine._signing import check_signing
-from ..errors import RegistryWarning, StoreError
+from ..errors import RegistryWarning
 from ..signature import Signature
 from ..store import SignatureStore
 from ._db import RegistryFile
@@ -20,7 +20,7 @@ from ._inputs import (
     decide,
     display_name,
     per_model,
-    record_source,
+    signed_records,
 )
 from ._null import (
     VerdictTail,
@@ -63,8 +63,9 @@ class ModelIndex:
         (:func:`~sklearn_specsig.signature.resample_depth`), so a registry
         of mixed depths works, and a query of any depth is compared the
         same way; a profile of the grid's depth is compared as it is.
-    metric : str, default="alpha_hill"
-        Metric of the recorded signatures, fixed with the first model.
+    metric : str, default=None
+        Metric of the recorded signatures, fixed by the first add; None
+        takes the registry's (``"alpha_hill"``, PL_Alpha_Hill, for a new one).
     cache : "registry", "auto", None, path or SignatureStore, default="registry"
         Spectra cache used to sign checkpoints.  ``"registry"`` keeps the
         spectra in the registry's own file (one self-contained file; about
@@ -80,11 +81,13 @@ class ModelIndex:
     **p-values.**  The null is the similarity of every pair of recorded
     models of *different* families: all of them up to 2,000,000 pairs, a
     seeded uniform sample of 1,000,000 beyond.  A neighbour's p-value is
-    ``(1 + #{null >= s}) / (1 + n_null)`` (smallest ``1 / (1 + n_null)``);
-    the verdict's is Sidak's correction of its best match over the K
-    recorded families, ``1 - (1 - p)**K``.  Unlabelled models are searched
-    but take no part in the null nor the verdict.  See
-    :mod:`sklearn_specsig.registry._null`.
+    ``(1 + #{null >= s}) / (1 + n_null)`` (smallest ``1 / (1 + n_null)``).
+    The verdict's tests the best match s* itself: the best similarity of a
+    recorded model to another family, each pair of families counted once,
+    is modelled as a normal; ``p_family = max(Phi_bar((s* - mean) / sd),
+    1 / (1 + n_null))``, then ``1 - (1 - p_family)**K`` over the K families
+    (Sidak).  Unlabelled models are searched but take no part in the null
+    nor the verdict.  See :mod:`sklearn_specsig.registry._null`.
 
     **Similarity.**  Paper Eq. 2 (mean Spearman correlation over module
     rows), exactly as :func:`~sklearn_specsig.kernels.spearman_similarity`
@@ -111,7 +114,7 @@ class ModelIndex:
     >>> folder.cleanup()
     """
 
-    def __init__(self, path, *, alpha=0.01, n_layers=None, metric="alpha_hill",
+    def __init__(self, path, *, alpha=0.01, n_layers=None, metric=None,
                  cache="registry", device="auto", timeout=60.0):
         if not isinstance(alpha, Real) or not 0 < alpha <= 1:
             raise ValueError(f"alpha={alpha!r} must be a number in (0, 1].")
@@ -119,7 +122,7 @@ class ModelIndex:
             raise ValueError(f"n_layers={n_layers!r} must be an int >= 2 or None.")
         # At the boundary: a bad metric or device is refused before the
         # registry records anything (the metric is fixed by the first add).
-        check_signing(metric, device, "float32")
+        check_signing(metric or "alpha_hill", device, "float32")
         self.path = path
         self.alpha = alpha
         self.n_layers = n_layers
@@ -158,20 +161,20 @@ class ModelIndex:
         """(grid, metric) of the registry; ``depth`` (the first model's, at an
         add) fixes them when the registry has none yet.  Reading takes no
         lock: only the first add writes."""
+        grid = self._file.meta("n_layers")
+        if grid is None and depth is not None and self.n_layers is None and depth < 2:
+            raise ValueError(
+                f"a profile of {depth} layer cannot fix the registry's grid of "
+                "relative depth (nothing to rank along it); create the registry with "
+                "n_layers= (--n-layers), e.g. the depth of the models it will hold.")
         metric = self._file.meta("metric")
         if metric is None and depth is not None:
-            metric = self._file.set_meta_once("metric", self.metric)
-        metric = metric or self.metric
-        if metric != self.metric and self.metric != "alpha_hill":
+            metric = self._file.set_meta_once("metric", self.metric or "alpha_hill")
+        metric = metric or self.metric or "alpha_hill"
+        if self.metric is not None and metric != self.metric:
             raise ValueError(f"the registry {self._file.path} records {metric!r} "
-                             f"signatures, not {self.metric!r}.")
-        grid = self._file.meta("n_layers")
+                             f"signatures, not {self.metric!r}; leave metric unset.")
         if grid is None and depth is not None:
-            if self.n_layers is None and depth < 2:
-                raise ValueError(
-                    f"a profile of {depth} layer cannot fix the registry's grid of "
-                    "relative depth (nothing to rank along it); create the registry with "
-                    "n_layers= (--n-layers), e.g. the depth of the models it will hold.")
             grid = self._file.set_meta_once("n_layers", self.n_layers or depth)
         if grid is not None and self.n_layers is not None and int(grid) != self.n_layers:
             raise ValueError(
@@ -189,26 +192,15 @@ class ModelIndex:
             cache = SignatureStore(self._file.path, timeout=self.timeout)
         kwargs = {"device": self.device, "cache": cache, "precision": "float32",
                   "progress": progress}
-        try:
-            return sign_models(list(models), metric, kwargs, n_jobs, on_error)
-        except StoreError as exc:
-            if not (isinstance(self.cache, str) and self.cache == "registry"):
-                raise
-            # The store's own advice (delete the file, it is only a cache)
-            # would destroy the registry: say what this file is.
-            raise StoreError(
-                f"The registry {self._file.path}, which is also the spectra cache of the "
-                f"models it signs, failed as a cache ({exc.__cause__ or exc}). Do not "
-                "delete it: it is a record. Check the file's permissions and free space, "
-                "or sign through another cache (cache='auto', --cache auto)."
-            ) from exc
+        # A failing store raises (its message knows a registry: store.file_kind).
+        return sign_models(list(models), metric, kwargs, n_jobs, on_error)
 
     def _items(self, models, names, metric, n_jobs=None, progress=False, on_error="raise",
                default=None, explicit=None):
         """``[(name, record or exception)]`` of what was given; arrays need
         ``names`` unless a ``default`` prefix is given (queries).  ``explicit``
         says whether the names were the caller's (default: given)."""
-        if isinstance(models, (str, os.PathLike)) or isinstance(models, Signature):
+        if isinstance(models, (str, os.PathLike, Signature)):
             models = [models]
         if isinstance(models, np.ndarray) or (
                 isinstance(models, (list, tuple)) and models
@@ -221,18 +213,7 @@ class ModelIndex:
         if len(names) != len(models):
             raise ValueError(f"{len(names)} names for {len(models)} models.")
         results = self._sign(models, metric, n_jobs, progress, on_error)
-        items = []
-        for name, model, result in zip(names, models, results):
-            if isinstance(result, BaseException):
-                items.append((name, result))
-                continue
-            items.append((name, {
-                "name": name, "fingerprint": result.fingerprint,
-                "source": record_source(model, result),
-                "architecture": result.architecture, "metric": result.metric,
-                "profile": np.asarray(result.values, dtype=np.float64), "explicit": given,
-            }))
-        return items
+        return signed_records(models, names, results, given)
 
     # -- add / remove -------------------------------------------------------
 
@@ -247,8 +228,9 @@ class ModelIndex:
             knows solves nothing), or signatures as an array of shape
             ``(n, 7 * L)`` or ``(n, 7, L)`` (with ``names``).
         families : str or sequence of str or None, default=None
-            Family label of every model (one label for all, or one each);
-            None records them unlabelled.
+            Family label of every model (one label for all, or one each;
+            None, NaN or pandas' NA for none).  A new model without a label
+            is recorded unlabelled; a recorded one keeps its label.
         names : sequence of str, default=None
             Names to record them under; default: short names of the paths.
             A default name that another model holds is refused (pass names);
@@ -258,8 +240,11 @@ class ModelIndex:
         progress : bool, default=False
             Show progress bars while signing.
         on_error : {"raise", "warn"}, default="raise"
-            ``"warn"``: a model that cannot be read (or whose name is taken)
-            gets status ``"failed"`` with the reason, and the rest are recorded.
+            Either way every model that can be read is recorded.  ``"raise"``
+            then raises the first failure (with a note of how many were
+            recorded); ``"warn"`` gives a failed model (unreadable, or its
+            name taken) status ``"failed"`` with the reason, and a
+            ``RegistryWarning``.
 
         Returns
         -------
@@ -279,7 +264,7 @@ class ModelIndex:
         is_array = isinstance(seq, np.ndarray) or (
             isinstance(seq, (list, tuple)) and all(isinstance(m, np.ndarray) for m in seq))
         explicit = names is not None or is_array
-        names = add_names(seq, names, is_array)
+        names = add_names(seq, names, is_array, self._file.names_by_source)
         records, errors = [], []
         step = n if is_array else max(_ADD_CHUNK, 2 * (n_jobs or 1))
         for start in range(0, n, step):
@@ -292,12 +277,19 @@ class ModelIndex:
             errors += [rec for _, rec in items if isinstance(rec, BaseException)]
             records += self._record(items, fams[start:start + step])
         failed = [r for r in records if r["status"] == "failed"]
+        if on_error == "warn":
+            for r in failed:
+                warnings.warn(f"{r['name']} was not recorded: {r['error']}",
+                              RegistryWarning, stacklevel=2)
         if failed and on_error == "raise":
             recorded = len(records) - len(failed)
             said = (f"{len(failed)} of {len(records)} models were not recorded; the other "
                     f"{recorded} were (add with on_error='warn' for a record of each).")
             if errors:
-                errors[0].add_note(said)
+                if hasattr(errors[0], "add_note"):  # Python >= 3.11
+                    errors[0].add_note(said)
+                else:
+                    warnings.warn(said, RegistryWarning, stacklevel=2)
                 raise errors[0]
             raise ValueError("; ".join(r["error"] for r in failed) + " " + said)
         return records
@@ -317,9 +309,13 @@ class ModelIndex:
                         "its profile is resampled coarser. Create a registry with "
                         "n_layers= (--n-layers) for a finer grid.", RegistryWarning,
                         stacklevel=3)
+        metric = self._file.meta("metric")
         for rec, fam in good:
             rec["family"] = fam
-            rec["metric"] = rec["metric"] or self._file.meta("metric")
+            rec["metric"] = rec["metric"] or metric
+            if rec["metric"] != metric:  # another process fixed the metric first
+                rec["refused"] = (f"signed with {rec['metric']!r}; the registry records "
+                                  f"{metric!r}")
         statuses = iter(self._file.put([rec for rec, _ in good], decide) if good else [])
         records = []
         for (name, rec), fam in zip(items, families):
@@ -460,8 +456,7 @@ class ModelIndex:
         """
         if not isinstance(top, Integral) or top < 1:
             raise ValueError(f"top={top!r} must be a positive int.")
-        if not isinstance(models, np.ndarray) and not isinstance(
-                models, (str, os.PathLike, Signature)) and len(models) == 0:
+        if not isinstance(models, (str, os.PathLike, Signature)) and len(models) == 0:
             return answers_frame([]) if as_frame else []
         state = self._current()
         if not len(state.names):

@@ -14,8 +14,8 @@ import numpy as np
 from ..checkpoints import describe_model, short_names
 from ..signature import ROLES, Signature
 
-__all__ = ["add_names", "array_records", "answers_frame", "decide", "display_name", "per_model",
-           "record_source"]
+__all__ = ["add_names", "answers_frame", "array_records", "decide", "display_name",
+           "per_model", "record_source", "signed_records"]
 
 
 def array_records(X, names, default=None):
@@ -59,26 +59,49 @@ def array_records(X, names, default=None):
 def decide(rec, old):
     """Status of recording ``rec`` over the row ``old`` of its name.
 
-    A re-add without a family keeps the recorded one (``rec["family"]`` is
-    set to it): leaving the label out is not a request to clear it.
+    A re-add of the same model (same weights or same source) without a
+    family keeps the recorded one (``rec["family"]`` is set to it): leaving
+    the label out is not a request to clear it.  Another model under an
+    explicit name takes the name, with the family given.
     """
+    if rec.get("refused"):
+        return ("failed", rec["refused"])
     if old is None:
         return "added"
-    if rec["family"] is None:
+    same_model = old[2] == rec["fingerprint"] or (
+        old[3] is not None and old[3] == rec["source"])
+    if rec["family"] is None and same_model:
         rec["family"] = old[1]
     if old[2] == rec["fingerprint"] and old[1] == rec["family"]:
         return "unchanged"
-    if rec["explicit"] or old[3] == rec["source"]:
+    if rec["explicit"] or same_model:
         return "updated"
     return ("failed", f"the name {rec['name']!r} is taken by another model "
             f"(from {old[3]}); give this one another name (names= / --name).")
+
+
+def signed_records(models, names, results, explicit):
+    """``[(name, record or exception)]`` of signed models (``results`` from
+    the engine: a Signature or the exception of each)."""
+    items = []
+    for name, model, result in zip(names, models, results):
+        if isinstance(result, BaseException):
+            items.append((name, result))
+            continue
+        items.append((name, {
+            "name": name, "fingerprint": result.fingerprint,
+            "source": record_source(model, result),
+            "architecture": result.architecture, "metric": result.metric,
+            "profile": np.asarray(result.values, dtype=np.float64), "explicit": explicit,
+        }))
+    return items
 
 
 def record_source(model, signature):
     """What a record says it was signed from: an absolute path for a local
     checkpoint (so that another working directory finds it), else as given."""
     if isinstance(model, (str, os.PathLike)) and os.path.exists(model):
-        return os.path.abspath(model)
+        return os.path.realpath(model)
     if isinstance(model, Signature):
         return model.source
     return signature.source if signature.source is not None else str(model)
@@ -93,18 +116,23 @@ def display_name(model):
     return describe_model(model)
 
 
-def add_names(models, names, is_array):
+def add_names(models, names, is_array, recorded_names):
     """The names of one add, decided over the whole list (one rule whatever
     the chunks it is signed in); the same checkpoint or name twice is refused
-    before anything is signed."""
+    before anything is signed.  A checkpoint already recorded from the same
+    place keeps its recorded name (``recorded_names(sources)`` -> dict)."""
     if not is_array:
-        paths = [os.path.abspath(m) for m in models
+        paths = [os.path.realpath(m) for m in models
                  if isinstance(m, (str, os.PathLike)) and os.path.exists(m)]
         twice = sorted({p for p in paths if paths.count(p) > 1})
         if twice:
             raise ValueError(f"given twice in one add: {twice}; nothing was recorded.")
         if names is None:
             names = short_names([display_name(m) for m in models])
+            known = recorded_names(paths)
+            names = [known.get(os.path.realpath(m), name)
+                     if isinstance(m, (str, os.PathLike)) and os.path.exists(m) else name
+                     for m, name in zip(models, names)]
     names = None if names is None else [str(name) for name in names]
     if names is not None and len(set(names)) < len(names):
         twice = sorted({x for x in names if names.count(x) > 1})

@@ -299,9 +299,12 @@ def write_report(index, path, *, models=(), names=None, top=5, alpha=None, esd_m
 Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by sklearn_specsig.</p>
 <p class=note>p-value of a similarity: its rank among the {summary['n_null']} similarities of
 models of different families ({summary['null_method']}; smallest
-{summary['smallest_p_value']:.3g}). Verdict: the best match's p-value corrected over the
-{summary['n_families']} families (smallest {summary['smallest_verdict_p_value']:.3g});
-a family is named only below alpha = {payload['alpha']}.</p>
+{summary['smallest_p_value']:.3g}). Verdict p-value: how likely an unrelated model is to match
+one of the {summary['n_families']} families this well (a normal model of the best similarity
+of recorded models to other families, each pair of families counted once, floored at the
+smallest p-value above, then corrected over the families; smallest
+{summary['smallest_verdict_p_value']:.3g}); a family is named only below
+alpha = {payload['alpha']}.</p>
 <p id="render-status" data-rendered="0" data-total="?">figures not checked yet</p>
 <h2>Queries</h2>{_query_section(answers)}
 <h2>Similarity by family</h2>

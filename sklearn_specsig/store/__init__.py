@@ -31,7 +31,7 @@ and write one file at once.
     checksum and are read unchecked).
 """
 
-from ._connection import SQLiteFile, connect, use_wal
+from ._connection import SQLiteFile, connect, file_kind, use_wal
 from ._keys import (
     FORMAT_VERSION,
     code_digest,
@@ -55,6 +55,7 @@ __all__ = [
     "connect",
     "default_cache_dir",
     "digest",
+    "file_kind",
     "model_fingerprint",
     "plan_key",
     "plan_stat_key",

@@ -11,7 +11,51 @@ import sqlite3
 import threading
 import time
 
-__all__ = ["SQLiteFile", "connect", "use_wal"]
+__all__ = ["SQLiteFile", "connect", "file_kind", "use_wal"]
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def file_kind(path):
+    """What an existing file is, for an error message that must not advise
+    deleting the wrong thing: ``"registry"`` (a model registry, whatever
+    else it holds), ``"store"`` (a spectra cache), ``"sqlite"`` (another
+    SQLite file), ``"other"`` (not SQLite), or ``"unknown"`` (unreadable, or
+    its tables cannot be listed, as in a damaged store).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from sklearn_specsig.store import file_kind
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> notes = os.path.join(folder.name, "notes")
+    >>> with open(notes, "w") as f:
+    ...     _ = f.write("my notes")
+    >>> file_kind(notes)
+    'other'
+    >>> folder.cleanup()
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError:
+        return "unknown"
+    if header and header != _SQLITE_HEADER:
+        return "other"
+    try:
+        conn = sqlite3.connect(f"file:{os.fspath(path)}?mode=ro", uri=True, timeout=1.0)
+        try:
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return "unknown"
+    if "registry_meta" in tables:
+        return "registry"
+    if "spectra" in tables or not tables:
+        return "store"
+    return "sqlite"
 
 
 def connect(path, timeout, set_up):

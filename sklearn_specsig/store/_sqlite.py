@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StoreError, StoreVersionError, StoreWarning
-from ._connection import SQLiteFile, connect, use_wal
+from ._connection import SQLiteFile, connect, file_kind, use_wal
 from ._keys import FORMAT_VERSION, stat_key
 from ._tables import (
     DELETE_CHECKSUM,
@@ -159,6 +159,21 @@ class SignatureStore(SQLiteFile):
                 f"it for more than timeout={self.timeout} s ({exc}). Try again, "
                 "pass SignatureStore(path, timeout=...) with a longer wait, or "
                 "point cache= at another location. The file is not damaged."
+            )
+        kind = file_kind(self.path)
+        if kind == "registry":
+            # Deleting a model registry to "rebuild a cache" loses the record.
+            return StoreError(
+                f"The signature store {self.path} {what} ({exc}). The file is also a "
+                "model registry: do not delete it. Check its permissions and free "
+                "space, or sign through another cache (cache='auto', --cache auto)."
+            )
+        # A damaged file under the store's own name is ours to rebuild; a file
+        # the user named, or another database, is not.
+        if kind == "sqlite" or (kind == "other" and self.path.name != "signatures.sqlite"):
+            return StoreError(
+                f"The signature store {self.path} {what} ({exc}). The file is not a "
+                "signature store this library wrote: point cache= at another location."
             )
         return StoreError(
             f"The signature store {self.path} {what} ({exc}). It is only a "
