@@ -23,6 +23,7 @@ ROOT = Path(sklearn_specsig.__file__).resolve().parent
 LAYERS = {
     "errors": 0,
     "_topk": 0,
+    "_json": 0,
     "spectral": 1,
     "checkpoints": 1,
     "_pretrained": 1,

@@ -3,15 +3,15 @@
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .._json import to_jsonable
 from ..checkpoints import short_names
 from ..signature import feature_names
 
-__all__ = ["short_names"]  # re-exported: the CLI's model names
+__all__ = ["short_names", "to_jsonable"]  # re-exported for the commands
 
 
 def _cell(value):
@@ -35,23 +35,6 @@ def format_table(header, rows):
     out = [line([str(h) for h in header]), line(["-" * w for w in widths])]
     out.extend(line(r) for r in cells)
     return "\n".join(out)
-
-
-def to_jsonable(value):
-    """Numpy arrays and scalars to JSON types; NaN to null."""
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
 
 
 def print_json(value):

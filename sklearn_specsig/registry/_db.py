@@ -30,6 +30,8 @@ Row = tuple  # (name, family, fingerprint, source, architecture, metric, n_modul
 
 _COLUMNS = ("name, family, fingerprint, source, architecture, metric, n_modules, "
             "n_layers, profile, added")
+# The same columns up to n_layers, without the profile.
+_LISTED = "name, family, fingerprint, source, architecture, metric, n_modules, n_layers"
 
 
 def resolve_registry_path(path):
@@ -135,12 +137,13 @@ class RegistryFile(SQLiteFile):
         return int(self._read("SELECT count(*) FROM registry_models")[0][0])
 
     def rows(self, names=None):
-        """Recorded rows ordered by name (all, or those of ``names``)."""
+        """Recorded rows ordered by name (all, or those of ``names``), without
+        their profiles (listing a large registry reads no signature)."""
         if names is None:
-            return self._read(f"SELECT {_COLUMNS} FROM registry_models ORDER BY name")
+            return self._read(f"SELECT {_LISTED} FROM registry_models ORDER BY name")
         found = []
         for name in names:
-            found += self._read(f"SELECT {_COLUMNS} FROM registry_models WHERE name = ?",
+            found += self._read(f"SELECT {_LISTED} FROM registry_models WHERE name = ?",
                                 (name,))
         return found
 

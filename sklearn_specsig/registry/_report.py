@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from .._json import to_jsonable
 from ..errors import SpecsigError
 from ..kernels import pairwise_similarity
 from ..signature import ROLES
@@ -56,18 +57,6 @@ window.addEventListener("load", function () {
   status.textContent = ok + " of " + figures.length + " figures rendered";
 });
 """
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def _figure(width, height, nrows=1, ncols=1):
@@ -286,7 +275,7 @@ def write_report(index, path, *, models=(), names=None, top=5, alpha=None, esd_m
             "are drawn and listed.</p>")
     # Inside <script>, "<!--" and "</script" end or hide the element: the
     # JSON escapes of <, > and & keep any name from doing so.
-    data = (json.dumps(_jsonable(payload), allow_nan=False).replace("<", "\\u003c")
+    data = (json.dumps(to_jsonable(payload), allow_nan=False).replace("<", "\\u003c")
             .replace(">", "\\u003e").replace("&", "\\u0026"))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
